@@ -1,0 +1,158 @@
+"""Configs: nested dicts with defaults, YAML files, and dotted ``key=value`` overrides.
+
+A config is translated into explicit constructor arguments at the edge (commands/, engine/);
+no module reads a global config.
+
+    cfg = load_config("configs/logocap_hrnet_w32_512_coco.yaml", ["train.epochs=10", "model.name=..."])
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from .utils import LogocapError
+
+__all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config"]
+
+# Every key a config may set, with its default. Unknown keys are an error (typos must not pass).
+DEFAULTS: dict = {
+    "model": {
+        "name": "center_offset_hrnet_tiny",
+        "kwargs": {},  # overrides passed to create_model (e.g. width, cmp widths)
+        "pretrained": None,  # ImageNet HRNet file or a logocap/official checkpoint
+    },
+    "data": {
+        "root": "data/synthetic",  # folder with annotations/ and images/
+        "dataset": "synthetic",  # coco | ochuman | crowdpose | synthetic (sets keypoint meta)
+        "train_ann": "annotations/person_keypoints_train.json",
+        "train_images": "images/train",
+        "val_ann": "annotations/person_keypoints_val.json",
+        "val_images": "images/val",
+        "input_size": 256,
+        "num_workers": 0,
+        # augmentation (papers: rot +-30, scale 0.75-1.5, translate 40 px x scale, flip 0.5)
+        "max_rotation": 30.0,
+        "min_scale": 0.75,
+        "max_scale": 1.5,
+        "max_translate": 40.0,
+        "flip_prob": 0.5,
+        # targets (notes 4.2)
+        "sigma": 2.0,
+        "center_sigma": 4.0,
+        "bg_weight": 0.1,
+        "offset_radius": 4,
+        "min_center_area": 1024.0,  # 32^2
+        "max_images": None,  # limit the number of images (debug / quick runs)
+    },
+    "train": {
+        "epochs": 140,
+        "batch_size": 12,  # per process
+        "lr": 1.0e-3,
+        "lr_steps": [90, 120],  # in epochs of a 140-epoch schedule; scaled to `epochs`
+        "lr_steps_of": 140,
+        "lr_gamma": 0.1,
+        "weight_decay": 0.0,
+        "amp": True,  # used on CUDA only
+        "seed": 0,
+        "eval_every": 1,  # epochs; 0 = never
+        "log_every": 10,  # iterations
+        "out": "runs/train",
+        "resume": False,
+        "max_iters_per_epoch": None,
+    },
+    "loss": {
+        "heatmap": 1.0,
+        "offset": 0.01,
+        "kam": 0.01,  # LOGO-CAP OKS/KAM loss factor
+        "refined": 1.0,  # LOGO-CAP refined heatmap loss factor
+        "oks_loss": True,  # Table 5 switch
+        "refined_sigma": 4.0,  # input px (official code)
+    },
+    "test": {
+        "flip": True,
+        "topk": 30,
+        "center_threshold": 0.01,
+        "nms_threshold": 0.05,
+        "nms_num_joints": 8,
+        "max_people": 30,
+        "upsample": "official",  # official (align_corners=False) | aligned
+        # LOGO-CAP decoding
+        "adaptation": "full",  # none | partial | full (Table 7)
+        "local_size": 11,
+        "global_size": 97,
+        "gaussian_reweigh": True,
+        "gaussian_sigma": 16.0,
+        "top2_lambda": 0.75,
+        "window_scale": 1.0,  # multiply mesh steps / global window at small inputs
+    },
+}
+
+
+def merge(base: dict, update: dict, path: str = "", strict: bool = True) -> dict:
+    """Recursively merge ``update`` into a copy of ``base``; unknown keys raise in strict mode."""
+    out = copy.deepcopy(base)
+    for k, v in (update or {}).items():
+        key = f"{path}{k}"
+        if k not in out:
+            if strict:
+                raise LogocapError(f"unknown config key '{key}'")
+            out[k] = copy.deepcopy(v)
+        elif isinstance(out[k], dict) and k != "kwargs":
+            if not isinstance(v, dict):
+                raise LogocapError(f"config key '{key}' is a section, got {v!r}")
+            out[k] = merge(out[k], v, key + ".", strict)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _parse_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (numbers, lists, null, bools)."""
+    cfg = copy.deepcopy(cfg)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise LogocapError(f"override '{ov}' is not of the form key=value")
+        key, val = ov.split("=", 1)
+        parts = key.strip().split(".")
+        node = cfg
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or p not in node:
+                raise LogocapError(f"unknown config key '{'.'.join(parts[:i + 1])}' in override '{ov}'")
+            node = node[p]
+        last = parts[-1]
+        in_kwargs = len(parts) >= 2 and parts[-2] == "kwargs"
+        if not isinstance(node, dict) or (last not in node and not in_kwargs):
+            raise LogocapError(f"unknown config key '{key}' in override '{ov}'")
+        if isinstance(node.get(last), dict) and last != "kwargs":
+            raise LogocapError(f"config key '{key}' is a section; override its fields instead")
+        node[last] = _parse_value(val)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise LogocapError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise LogocapError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise LogocapError(f"config file {path} must hold a mapping at the top level")
+        cfg = merge(cfg, data)
+    return apply_overrides(cfg, overrides)
+
+
+def dump_config(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)
