@@ -1,0 +1,8 @@
+"""Networks: HRNet backbone, center-offset baseline, LOGO-CAP; built by name via the registry."""
+from .center_offset import CenterOffsetModel
+from .hrnet import HRNet
+from .logocap import LogoCapModel
+from .registry import create_model, list_models, register_model
+
+__all__ = ["create_model", "list_models", "register_model", "HRNet", "CenterOffsetModel",
+           "LogoCapModel"]

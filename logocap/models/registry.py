@@ -1,0 +1,107 @@
+"""Model registry (timm style): a dict of builder functions, ``create_model``, ``list_models``.
+
+Every model made by :func:`create_model` carries ``model_name``, ``model_kwargs`` (the
+overrides it was built with, so ``create_model(m.model_name, m.num_keypoints, **m.model_kwargs)``
+rebuilds it), ``num_keypoints`` and ``stride`` (4).
+
+Variants:
+- ``*_w32`` / ``*_w48``: the official networks (LOGO-CAP checkpoints load strictly).
+- ``*_small``: width 16, 2 blocks per branch, 1 module per stage; CPU training experiments.
+- ``*_tiny``: width 8, 2 blocks per branch, 1 module per stage; tests and the synthetic benchmark.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..utils import LogocapError
+from .center_offset import CenterOffsetModel
+from .logocap import LogoCapModel
+
+__all__ = ["register_model", "create_model", "list_models"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: register ``fn(num_keypoints, **overrides) -> nn.Module`` under its name."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model '{fn.__name__}' is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, num_keypoints: int = 17, **overrides) -> nn.Module:
+    """Build a registered model; ``overrides`` replace the variant's constructor defaults."""
+    if name not in _MODELS:
+        raise LogocapError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
+    try:
+        model = _MODELS[name](num_keypoints=int(num_keypoints), **overrides)
+    except (TypeError, ValueError) as e:
+        raise LogocapError(f"cannot build model '{name}' with {overrides}: {e}") from None
+    model.model_name = name
+    model.model_kwargs = dict(overrides)
+    model.num_keypoints = int(num_keypoints)
+    model.stride = 4
+    return model
+
+
+# ------------------------------------------------------------------ backbone settings
+_W32 = dict(width=32)
+_W48 = dict(width=48)  # heatmap transition = width (48), offset transition 256 (notes 2.2)
+_SMALL = dict(width=16, stem_channels=32, layer1_planes=32, layer1_blocks=1, num_blocks=2,
+              num_modules=(1, 1, 1), offset_channels=64)
+_TINY = dict(width=8, stem_channels=16, layer1_planes=16, layer1_blocks=1, num_blocks=2,
+             num_modules=(1, 1, 1), offset_channels=32)
+# LOGO-CAP head sizes of the small variants: the official CMP costs ~0.6 GMAC per candidate
+_SMALL_CMP = dict(embed_dim=16, cmp_widths=(64, 32, 32))
+_TINY_CMP = dict(embed_dim=8, cmp_widths=(32, 16, 16))
+
+
+def _build(cls, defaults: dict, num_keypoints: int, overrides: dict) -> nn.Module:
+    return cls(num_keypoints=num_keypoints, **{**defaults, **overrides})
+
+
+@register_model
+def center_offset_hrnet_w32(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(CenterOffsetModel, _W32, num_keypoints, kw)
+
+
+@register_model
+def center_offset_hrnet_w48(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(CenterOffsetModel, _W48, num_keypoints, kw)
+
+
+@register_model
+def center_offset_hrnet_small(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(CenterOffsetModel, _SMALL, num_keypoints, kw)
+
+
+@register_model
+def center_offset_hrnet_tiny(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(CenterOffsetModel, _TINY, num_keypoints, kw)
+
+
+@register_model
+def logocap_hrnet_w32(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(LogoCapModel, _W32, num_keypoints, kw)
+
+
+@register_model
+def logocap_hrnet_w48(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(LogoCapModel, _W48, num_keypoints, kw)
+
+
+@register_model
+def logocap_hrnet_small(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(LogoCapModel, {**_SMALL, **_SMALL_CMP}, num_keypoints, kw)
+
+
+@register_model
+def logocap_hrnet_tiny(num_keypoints: int = 17, **kw) -> nn.Module:
+    return _build(LogoCapModel, {**_TINY, **_TINY_CMP}, num_keypoints, kw)
