@@ -1,0 +1,204 @@
+"""LOGO-CAP decoding: center-offset candidates -> local KEMs -> KAMs -> local-global adaptation.
+
+Follows the released inference (notes §3 steps 4-14), vectorised over images and candidates:
+the B*T candidates are flattened and only the *valid* ones (center score >= threshold, or each
+image's top-1) go through the KAM network and the adaptation; results are scattered back to
+[B, T, ...]. So the cost follows the number of people, as in the paper's Table 4.
+
+Units: everything is in input pixels of the (4x upsampled) heatmap; the 1/4 embedding map is read
+at mesh point / 4 (output index i <-> input pixel 4 i).
+
+The only network call is ``model.kam`` (the CMP); the rest are plain functions, shared with the
+training criterion (``logocap.losses.logocap``) and the upper bound.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .decode import center_offset_candidates
+from .mesh import global_offsets, local_mesh, sample_per_channel, bilinear_sample_at
+
+__all__ = ["ADAPTATIONS", "decode_cfg", "sample_mode", "gaussian_window", "local_kems",
+           "global_kems", "adapt", "top2", "refine", "decode_logocap"]
+
+ADAPTATIONS = ("none", "partial", "full")
+
+_DEFAULTS = {"topk": 30, "center_threshold": 0.01, "upsample": "official", "adaptation": "full",
+             "local_size": 11, "global_size": 97, "gaussian_reweigh": True, "gaussian_sigma": 16.0,
+             "top2_lambda": 0.75, "window_scale": 1.0}
+
+
+def decode_cfg(cfg: dict | None) -> dict:
+    """Test config with defaults filled in and checked (keys of config.DEFAULTS["test"])."""
+    out = dict(_DEFAULTS)
+    out.update(cfg or {})
+    if out["adaptation"] not in ADAPTATIONS:
+        raise ValueError(f"test.adaptation must be one of {ADAPTATIONS}, got {out['adaptation']!r}")
+    for key in ("local_size", "global_size"):
+        if int(out[key]) < 1 or int(out[key]) % 2 == 0:
+            raise ValueError(f"test.{key} must be a positive odd number, got {out[key]}")
+    if float(out["window_scale"]) <= 0:
+        raise ValueError(f"test.window_scale must be > 0, got {out['window_scale']}")
+    return out
+
+
+def sample_mode(cfg: dict) -> str:
+    """Bilinear gather edge mode: ``official`` with the official upsampling (the released code,
+    needed to match its checkpoints), ``clean`` (border clamp) with the aligned one. An explicit
+    ``cfg["sample_mode"]`` wins."""
+    if cfg.get("sample_mode"):
+        return cfg["sample_mode"]
+    return "official" if cfg.get("upsample", "official") == "official" else "clean"
+
+
+def gaussian_window(size: int, sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Eqn. 8 Gaussian prior on the a x a global grid (1 px apart), values < 1e-4 zeroed."""
+    d = global_offsets(size, 1.0, device).to(dtype)
+    g = torch.exp(-(d ** 2).sum(-1) / (2.0 * sigma * sigma))
+    return g * (g >= 1e-4)
+
+
+def local_kems(embedding: torch.Tensor, batch_index: torch.Tensor, mesh: torch.Tensor,
+               mode: str = "official", stride: int = 4) -> torch.Tensor:
+    """Eqn. 6: embedding [B, d, h, w] read at mesh [N, K, m, m, 2] / stride -> [N, K*d, m, m]
+    (channel = joint * d + feature, the layout ``model.kam`` expects)."""
+    N, K, m = mesh.shape[:3]
+    feats = bilinear_sample_at(embedding, batch_index[:, None, None, None], mesh / stride, mode)
+    return feats.permute(0, 1, 4, 2, 3).reshape(N, K * embedding.shape[1], m, m)
+
+
+def global_kems(heatmaps_up: torch.Tensor, batch_index: torch.Tensor, poses: torch.Tensor,
+                size: int = 97, mode: str = "official") -> torch.Tensor:
+    """Eqn. 8 (sampling): joint k's upsampled heatmap read on the a x a grid (1 input px apart)
+    centred on the initial joint. heatmaps_up [B, >=K, H, W], poses [N, K, 2] -> [N, K, a, a]."""
+    K = poses.shape[1]
+    pts = poses[:, :, None, None, :] + global_offsets(size, 1.0, poses.device).to(poses.dtype)
+    return sample_per_channel(heatmaps_up[:, :K], batch_index, pts, mode)
+
+
+def adapt(global_kem: torch.Tensor, kams: torch.Tensor) -> torch.Tensor:
+    """Eqn. 9 local-global adaptation as a true convolution (notes §3.12):
+    out(p) = sum_u KAM(u) / m^2 * in(p - u), u in [-m//2, m//2]^2, zero padding, same size.
+    conv2d is a cross-correlation, so the kernel is spatially flipped; groups = N*K."""
+    N, K, a, _ = global_kem.shape
+    m = kams.shape[-1]
+    if N == 0:
+        return global_kem
+    kernel = (kams / (m * m)).flip(-1, -2).reshape(N * K, 1, m, m)
+    out = F.conv2d(global_kem.reshape(1, N * K, a, a), kernel, padding=m // 2, groups=N * K)
+    return out.reshape(N, K, a, a)
+
+
+def top2(maps: torch.Tensor, lam: float = 0.75):
+    """Convex average of the top-2 locations and values of each [..., a, a] map.
+
+    Returns (offset [..., 2] (x, y) from the map centre in grid steps, value [...]):
+    lam * top1 + (1 - lam) * top2 for x, y and the value (official lambda 0.75).
+    """
+    a = maps.shape[-1]
+    val, idx = maps.flatten(-2).topk(2, dim=-1)
+    xy = torch.stack((idx % a, torch.div(idx, a, rounding_mode="floor")), dim=-1).to(maps.dtype)
+    w = torch.tensor([lam, 1.0 - lam], dtype=maps.dtype, device=maps.device)
+    xy = (xy * w[:, None]).sum(-2) - (a // 2)
+    return xy, (val * w).sum(-1)
+
+
+def refine(model, heatmaps_up: torch.Tensor, embedding: torch.Tensor, batch_index: torch.Tensor,
+           poses: torch.Tensor, sigmas, cfg: dict, clamp: bool = True, timings: dict | None = None) -> dict:
+    """Full LOGO-CAP refinement of N candidates (steps 7-13). poses [N, K, 2] input px.
+
+    Returns dict(mesh [N,K,m,m,2], kams [N,K,m,m] (clamped to [0,1] when ``clamp``; raw for
+    training), global_kem [N,K,a,a] (after reweighing), refined [N,K,a,a], joints [N,K,2],
+    values [N,K]). ``window_scale`` multiplies the local mesh step and the Gaussian sigma.
+    """
+    mode = sample_mode(cfg)
+    ws = float(cfg["window_scale"])
+    tick = _Ticker(timings, poses.device)
+    mesh = local_mesh(poses, sigmas, int(cfg["local_size"]), ws)
+    kams = model.kam(local_kems(embedding, batch_index, mesh, mode))
+    if clamp:
+        kams = kams.clamp(0.0, 1.0)
+    tick("local_kams")
+    size = int(cfg["global_size"])
+    gk = global_kems(heatmaps_up, batch_index, poses, size, mode)
+    if cfg["gaussian_reweigh"]:
+        gk = gk * gaussian_window(size, float(cfg["gaussian_sigma"]) * ws, gk.device, gk.dtype)
+    refined = adapt(gk, kams)
+    off, values = top2(refined, float(cfg["top2_lambda"]))
+    tick("global_kams")
+    return {"mesh": mesh, "kams": kams, "global_kem": gk, "refined": refined,
+            "joints": poses + off, "values": values}
+
+
+class _Ticker:
+    """Adds the time since the last call to timings[name] (CUDA synchronised); no-op if None."""
+
+    def __init__(self, timings, device):
+        self.timings, self.cuda = timings, torch.device(device).type == "cuda"
+        self.t = self._now() if timings is not None else 0.0
+
+    def _now(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def __call__(self, name):
+        if self.timings is None:
+            return
+        now = self._now()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+@torch.no_grad()
+def decode_logocap(model, fused: dict, embedding: torch.Tensor, meta, cfg: dict | None = None,
+                   timings: dict | None = None) -> dict:
+    """Fused (flip-averaged) heatmaps/offsets + unflipped embedding -> scored poses in input px.
+
+    fused: {"heatmaps" [B,K+1,h,w], "offsets" [B,2K,h,w]}; embedding [B,d,h,w] (unflipped pass).
+    cfg: test config (``decode_cfg``). ``timings`` (optional dict) accumulates seconds for
+    "local_kems" (center NMS, top-T, offsets, 0.01 filter), "local_kams" (mesh, embedding gather,
+    CMP) and "global_kams" (global sampling, reweighing, adaptation, top-2).
+
+    Returns dict(poses [B,T,K,3] (x, y, joint score) input px, scores [B,T], valid [B,T] (valid
+    candidate with score > 0), centers [B,T,2], center_scores [B,T], initial_poses [B,T,K,2],
+    heatmaps_up [B,K+1,H,W]). Invalid candidates keep their initial pose with score 0.
+    Adaptation (Table 7): none = initial pose, joint score = heat value x center score;
+    partial = per joint the mesh point of largest KAM, score = that KAM x center score;
+    full = LOGO-CAP, score = top-2 refined response x center score. Pose score = mean of joints.
+    """
+    cfg = decode_cfg(cfg)
+    K = meta.num_keypoints
+    if fused["offsets"].shape[1] != 2 * K:
+        raise ValueError(f"model predicts {fused['offsets'].shape[1] // 2} keypoints, "
+                         f"meta '{meta.name}' has {K}")
+    tick = _Ticker(timings, embedding.device)
+    cand = center_offset_candidates(fused["heatmaps"], fused["offsets"], cfg)
+    up, init, cs, valid = cand["heatmaps_up"], cand["poses"], cand["center_scores"], cand["valid"]
+    bi, ti = valid.nonzero(as_tuple=True)  # the N valid candidates, all images at once
+    poses0 = init[bi, ti]  # [N, K, 2]
+    tick("local_kems")
+    mode = sample_mode(cfg)
+    if cfg["adaptation"] == "none":
+        joints = poses0
+        values = sample_per_channel(up[:, :K], bi, poses0[:, :, None, :], mode)[..., 0]
+    elif cfg["adaptation"] == "partial":
+        mesh = local_mesh(poses0, meta.sigmas, int(cfg["local_size"]), float(cfg["window_scale"]))
+        kams = model.kam(local_kems(embedding, bi, mesh, mode)).clamp(0.0, 1.0).flatten(-2)
+        values, best = kams.max(-1)  # [N, K]
+        joints = mesh.flatten(2, 3).gather(2, best[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
+        tick("local_kams")
+    else:
+        r = refine(model, up, embedding, bi, poses0, meta.sigmas, cfg, clamp=True, timings=timings)
+        joints, values = r["joints"], r["values"]
+        tick.t = tick._now() if timings is not None else 0.0
+    joint_scores = values * cs[bi, ti][:, None]
+    poses = torch.cat((init, torch.zeros_like(init[..., :1])), dim=-1)
+    poses[bi, ti] = torch.cat((joints, joint_scores[..., None]), dim=-1)
+    scores = poses[..., 2].mean(-1)
+    return {"poses": poses, "scores": scores, "valid": valid & (scores > 0),
+            "centers": cand["centers"], "center_scores": cs, "initial_poses": init,
+            "heatmaps_up": up}
