@@ -1,0 +1,73 @@
+"""``logocap eval``: official COCO / CrowdPose keypoint metrics.
+
+Results mode: ``logocap eval --results R.json --ann A.json [--out metrics.json]``.
+Model mode:   ``logocap eval --weights W --data D ...`` runs a model first; it lives in
+``logocap.engine.evaluate.run_model_eval(args)`` and is only dispatched from here.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from ..meta import list_metas
+from ..utils import LogocapError
+
+HELP = "Evaluate keypoint results (or a model) with the official COCO / CrowdPose protocol."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    res = p.add_argument_group("results mode")
+    res.add_argument("--results", help="COCO keypoint results json (list of person records)")
+    res.add_argument("--ann", help="ground-truth annotation json (COCO / CrowdPose format)")
+    res.add_argument("--meta", choices=list_metas(), default=None,
+                     help="keypoint set (sigmas, protocol); default: from the annotation file")
+    res.add_argument("--result-images-only", action="store_true",
+                     help="evaluate only the images that appear in the results (default: every "
+                          "image of the annotation file, so images without results count as misses)")
+    mod = p.add_argument_group("model mode")
+    mod.add_argument("--weights", help="checkpoint to evaluate (switches to model mode)")
+    mod.add_argument("--data", help="dataset to run the model on (annotation json or dataset folder)")
+    mod.add_argument("--config", help="YAML config (test-time settings)")
+    mod.add_argument("--model", help="model name, needed for plain state_dict checkpoints")
+    mod.add_argument("--size", type=int, default=None,
+                     help="test input size (short side); default: from the checkpoint")
+    mod.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                     help="flip test (average with the mirrored image)")
+    p.add_argument("--out", default=None,
+                   help="metrics json to write; default: <results>.metrics.json next to the results")
+
+
+def _run_model_mode(args) -> int:
+    try:
+        engine = importlib.import_module("logocap.engine.evaluate")
+    except ModuleNotFoundError as e:
+        if e.name != "logocap.engine.evaluate":
+            raise
+        raise LogocapError("model evaluation needs logocap.engine.evaluate, which this install "
+                           "lacks; evaluate a results json with --results R.json --ann A.json") from None
+    if not hasattr(engine, "run_model_eval"):
+        raise LogocapError("model evaluation needs logocap.engine.evaluate.run_model_eval, "
+                           "which this install lacks")
+    return engine.run_model_eval(args)
+
+
+def run(args) -> int:
+    if args.weights:
+        if args.results:
+            raise LogocapError("give either --weights (model mode) or --results (results mode), not both")
+        return _run_model_mode(args)
+    if not args.results or not args.ann:
+        raise LogocapError("give --results R.json --ann A.json (results mode) "
+                           "or --weights W --data D (model mode)")
+    from ..evaluation import coco_evaluate, load_results
+
+    results = load_results(args.results)
+    img_ids = None
+    if args.result_images_only:
+        img_ids = {r.get("image_id") for r in results if isinstance(r, dict)}
+    res_path = Path(args.results)
+    out = Path(args.out) if args.out else res_path.with_name(res_path.stem + ".metrics.json")
+    coco_evaluate(results, args.ann, meta=args.meta, img_ids=img_ids, out_json=out)
+    print(f"metrics written to {out}")
+    return 0

@@ -1,0 +1,310 @@
+"""Official keypoint evaluation: results json -> pycocotools / xtcocotools COCOeval -> the standard numbers.
+
+* COCO-style sets (``meta.dataset_type == "coco"``: COCO, OCHuman, synthetic, custom) use
+  pycocotools ``COCOeval(gt, dt, "keypoints")`` with ``params.kpt_oks_sigmas = meta.sigmas`` and
+  report the ten standard numbers ``AP AP50 AP75 APM APL AR AR50 AR75 ARM ARL``.
+* CrowdPose (``meta.dataset_type == "crowdpose"``) uses xtcocotools
+  ``COCOeval(gt, dt, "keypoints_crowd", sigmas, use_area=False)`` (the CrowdPose protocol) and
+  reports ``AP AP50 AP75 AR AR50 AR75 AP_easy AP_medium AP_hard``.
+
+Conventions (see docs/EVALUATION.md):
+* ``params.imgIds`` is the set of evaluated images (``img_ids``; by default every image of the
+  annotation file), so an image the model saw but found nobody in still counts its people as misses.
+* Empty results: ``COCO.loadRes`` cannot load an empty list, and with no prediction every AP/AR is
+  0 by definition, so we return all zeros explicitly (no COCOeval call).
+* Bad input (missing / malformed json, unknown image ids, wrong keypoint count, NaN) raises
+  :class:`LogocapError` before pycocotools sees it; errors inside COCOeval are never swallowed.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import math
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .meta import KeypointMeta, get_meta, meta_from_coco_category
+from .utils import LogocapError, atomic_write_text
+
+__all__ = [
+    "COCO_METRIC_NAMES", "CROWDPOSE_METRIC_NAMES", "metric_names", "load_coco_gt", "load_results",
+    "poses_to_results", "write_results_json", "coco_evaluate", "evaluate_predictions", "format_table",
+]
+
+COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
+# Order of xtcocotools' stats for "keypoints_crowd".
+CROWDPOSE_METRIC_NAMES = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
+
+# CrowdPose difficulty split on the image's crowdIndex (the values xtcocotools' summarize uses).
+_CROWD_EASY_BELOW, _CROWD_HARD_FROM = 0.2, 0.8
+
+
+def metric_names(meta: KeypointMeta) -> tuple[str, ...]:
+    return CROWDPOSE_METRIC_NAMES if meta.dataset_type == "crowdpose" else COCO_METRIC_NAMES
+
+
+# ---------------------------------------------------------------------------------------- loading
+def _read_json(path: str | Path, what: str):
+    path = Path(path)
+    if not path.is_file():
+        raise LogocapError(f"{what} file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise LogocapError(f"{what} file {path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LogocapError(f"cannot read {what} file {path}: {e}") from None
+
+
+def _coco_from_dict(data: dict, cls):
+    """Build a (py|xt)cocotools COCO object from an in-memory dict without its chatter."""
+    coco = cls()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def load_coco_gt(ann):
+    """A pycocotools COCO object from an annotation json path (or pass a COCO object through)."""
+    if not isinstance(ann, (str, Path)):
+        if not hasattr(ann, "dataset") or not hasattr(ann, "getImgIds"):
+            raise LogocapError(f"ground truth must be a COCO object or an annotation json path, "
+                               f"got {type(ann).__name__}")
+        return ann
+    from pycocotools.coco import COCO
+
+    data = _read_json(ann, "annotation")
+    if not isinstance(data, dict):
+        raise LogocapError(f"annotation file {ann} must hold a JSON object, got {type(data).__name__}")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise LogocapError(f"annotation file {ann} lacks the list(s): {', '.join(missing)}")
+    try:
+        return _coco_from_dict(data, COCO)
+    except (KeyError, TypeError) as e:
+        raise LogocapError(f"annotation file {ann} is malformed (an entry lacks or mistypes {e})") from None
+
+
+def load_results(results) -> list:
+    """The results list from a list or a results json path (not yet validated)."""
+    if isinstance(results, (str, Path)):
+        data = _read_json(results, "results")
+        where = f"results file {results}"
+    else:
+        data, where = results, "results"
+    if not isinstance(data, list):
+        raise LogocapError(f"{where} must be a JSON list of person records, got {type(data).__name__}")
+    return data
+
+
+def _resolve_meta(coco_gt, meta) -> KeypointMeta:
+    if meta is not None:
+        try:
+            return get_meta(meta)
+        except ValueError as e:
+            raise LogocapError(str(e)) from None
+    cats = [c for c in coco_gt.dataset.get("categories", []) if c.get("keypoints")]
+    if len(cats) != 1:
+        raise LogocapError(f"the annotation file has {len(cats)} categories with keypoints; "
+                           "exactly one is needed to infer the keypoint set (or pass meta)")
+    try:
+        return meta_from_coco_category(cats[0])
+    except ValueError as e:
+        raise LogocapError(f"annotation file: {e}") from None
+
+
+def _check_gt(coco_gt, meta: KeypointMeta) -> None:
+    """Fail on one line for what would otherwise be a KeyError deep inside COCOeval."""
+    k3 = 3 * meta.num_keypoints
+    need = ("image_id", "category_id", "iscrowd", "keypoints", "bbox")
+    need += ("num_keypoints",) if meta.dataset_type == "crowdpose" else ("area",)
+    for ann in coco_gt.dataset.get("annotations", []):
+        lacks = [k for k in need if k not in ann]
+        if lacks:
+            raise LogocapError(f"annotation id {ann.get('id', '?')} lacks {', '.join(lacks)}")
+        if len(ann["keypoints"]) != k3:
+            raise LogocapError(f"annotation id {ann.get('id', '?')} has {len(ann['keypoints'])} keypoint "
+                               f"values; the '{meta.name}' set needs {k3} ({meta.num_keypoints} x 3)")
+    if meta.dataset_type == "crowdpose":
+        for img in coco_gt.dataset.get("images", []):
+            if "crowdIndex" not in img:
+                raise LogocapError(f"CrowdPose evaluation needs 'crowdIndex' on every image; "
+                                   f"image {img.get('id', '?')} has none")
+
+
+def _clean_results(results: list, coco_gt, meta: KeypointMeta) -> list[dict]:
+    """Validated copies with only the four fields COCOeval needs (loadRes mutates its input)."""
+    k3 = 3 * meta.num_keypoints
+    img_ids = set(coco_gt.getImgIds())
+    cat_ids = {c["id"] for c in coco_gt.dataset.get("categories", []) if c.get("keypoints")}
+    out = []
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise LogocapError(f"result {i} is a {type(r).__name__}, not a person record")
+        lacks = [k for k in ("image_id", "category_id", "keypoints", "score") if k not in r]
+        if lacks:
+            raise LogocapError(f"result {i} lacks {', '.join(lacks)}")
+        kp = r["keypoints"]
+        if not isinstance(kp, (list, tuple)) or len(kp) != k3:
+            n = len(kp) if isinstance(kp, (list, tuple)) else type(kp).__name__
+            raise LogocapError(f"result {i} has {n} keypoint values; the '{meta.name}' set needs "
+                               f"{k3} ({meta.num_keypoints} x 3)")
+        try:
+            kp = [float(v) for v in kp]
+            score = float(r["score"])
+        except (TypeError, ValueError):
+            raise LogocapError(f"result {i} has a non-numeric keypoint value or score") from None
+        if not (all(math.isfinite(v) for v in kp) and math.isfinite(score)):
+            raise LogocapError(f"result {i} has a NaN or infinite keypoint value or score")
+        if r["image_id"] not in img_ids:
+            raise LogocapError(f"result {i} is for image_id {r['image_id']!r}, "
+                               "which is not in the annotation file")
+        if r["category_id"] not in cat_ids:
+            raise LogocapError(f"result {i} has category_id {r['category_id']!r}; the annotation "
+                               f"file's keypoint categories are {sorted(cat_ids)}")
+        out.append({"image_id": r["image_id"], "category_id": r["category_id"],
+                    "keypoints": kp, "score": score})
+    return out
+
+
+# ---------------------------------------------------------------------------------------- writing
+def poses_to_results(poses_by_image: dict) -> list[dict]:
+    """COCO results records for ``{image_id: Poses}`` (K*3 floats in original pixels, score)."""
+    out = []
+    for image_id, poses in poses_by_image.items():
+        out.extend(poses.to_coco(image_id=image_id))
+    return out
+
+
+def write_results_json(results: list[dict], path: str | Path) -> None:
+    """The whole results list in one atomic write (never half a file)."""
+    atomic_write_text(path, json.dumps(results))
+
+
+def format_table(metrics: dict) -> str:
+    names = list(metrics)
+    width = max(6, *(len(n) for n in names))
+    head = " | ".join(f"{n:>{width}}" for n in names)
+    row = " | ".join(f"{metrics[n]:>{width}.3f}" for n in names)
+    return f"{head}\n{'-' * len(head)}\n{row}"
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def _crowd_type_results(E, coco_gt, img_ids, first=_CROWD_EASY_BELOW, second=_CROWD_HARD_FROM):
+    """AP on the easy / medium / hard images (split on crowdIndex), as xtcocotools computes it.
+
+    xtcocotools' own ``get_type_result`` re-reads the annotation file from disk and splits all of
+    its images; this does the same average over the evaluated images of the in-memory object.
+    """
+    splits = ([], [], [])
+    for i in img_ids:
+        ci = coco_gt.imgs[i]["crowdIndex"]
+        splits[0 if ci < first else 1 if ci < second else 2].append(i)
+    res = []
+    for ids in splits:
+        E.params.imgIds = ids
+        E.evaluate()
+        E.accumulate()
+        # precision [T, R, K, A, M]; area index 0 = "all". -1 when a split has no ground truth.
+        res.append(round(float(np.mean(E.eval["precision"][:, :, :, 0, :])), 4))
+    return res
+
+
+def _run_cocoeval(dets: list[dict], coco_gt, meta: KeypointMeta, img_ids: list) -> np.ndarray:
+    sigmas = np.asarray(meta.sigmas, dtype=np.float64)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints; we print our own table
+        if meta.dataset_type == "crowdpose":
+            from xtcocotools.coco import COCO as XCOCO
+            from xtcocotools.cocoeval import COCOeval as XCOCOeval
+
+            gt = _coco_from_dict(coco_gt.dataset, XCOCO)
+            dt = gt.loadRes(dets)
+            E = XCOCOeval(gt, dt, "keypoints_crowd", sigmas, use_area=False)
+            E.params.imgIds = list(img_ids)
+            E.get_type_result = lambda first, second: _crowd_type_results(E, gt, img_ids, first, second)
+        else:
+            from pycocotools.cocoeval import COCOeval
+
+            dt = coco_gt.loadRes(dets)
+            E = COCOeval(coco_gt, dt, "keypoints")
+            E.params.kpt_oks_sigmas = sigmas
+            E.params.imgIds = list(img_ids)
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    return np.asarray(E.stats, dtype=np.float64)
+
+
+def _require_xtcocotools() -> None:
+    try:
+        import xtcocotools.cocoeval  # noqa: F401
+    except ImportError as e:
+        raise LogocapError("CrowdPose evaluation needs xtcocotools: pip install 'logocap[crowdpose]' "
+                           f"(with numpy 2, build it from source: pip install cython && pip install "
+                           f"--no-build-isolation --no-binary xtcocotools xtcocotools) [{e}]") from None
+
+
+def coco_evaluate(results, coco_gt, meta=None, img_ids: Iterable[int] | None = None,
+                  out_json: str | Path | None = None, verbose: bool = True) -> dict:
+    """Evaluate keypoint results with the official COCO / CrowdPose protocol.
+
+    Args:
+        results: list of COCO results records, or a results json path.
+        coco_gt: pycocotools COCO object or annotation json path.
+        meta: KeypointMeta or name; default: from the annotation file's keypoint category.
+        img_ids: the evaluated images (default: every image of the annotation file).
+        out_json: where to write the metrics (atomic); None = do not write.
+        verbose: print the metrics table.
+    Returns:
+        ``{name: float}`` in the order of :func:`metric_names` (all 0.0 for empty results; -1 is
+        pycocotools' value when no evaluated image has labelled people).
+    """
+    coco_gt = load_coco_gt(coco_gt)
+    meta = _resolve_meta(coco_gt, meta)
+    if meta.dataset_type == "crowdpose":
+        _require_xtcocotools()
+    _check_gt(coco_gt, meta)
+    dets = _clean_results(load_results(results), coco_gt, meta)
+
+    known = set(coco_gt.getImgIds())
+    img_ids = sorted(known) if img_ids is None else sorted(set(img_ids))
+    unknown = [i for i in img_ids if i not in known]
+    if unknown:
+        raise LogocapError(f"{len(unknown)} evaluated image id(s) are not in the annotation file "
+                           f"(first: {unknown[0]!r})")
+    names = metric_names(meta)
+    if not dets:
+        # loadRes cannot take an empty list; no prediction means AP = AR = 0 by definition.
+        metrics = {n: 0.0 for n in names}
+    else:
+        stats = _run_cocoeval(dets, coco_gt, meta, img_ids)
+        metrics = {n: float(v) for n, v in zip(names, stats)}
+    if verbose:
+        print(f"{meta.name} keypoints: {len(dets)} results on {len(img_ids)} images"
+              + (" (no results: all metrics are 0)" if not dets else ""))
+        print(format_table(metrics))
+    if out_json is not None:
+        atomic_write_text(out_json, json.dumps(metrics, indent=1))
+    return metrics
+
+
+def evaluate_predictions(poses_by_image: dict, coco_gt, meta=None, out_dir: str | Path | None = None,
+                         verbose: bool = True) -> dict:
+    """Evaluate ``{image_id: Poses}`` on exactly those images.
+
+    With ``out_dir``, the results json is kept as ``results.json`` and the metrics go to
+    ``metrics.json`` (both atomic).
+    """
+    results = poses_to_results(poses_by_image)
+    out_json = None
+    if out_dir is not None:
+        write_results_json(results, Path(out_dir) / "results.json")
+        out_json = Path(out_dir) / "metrics.json"
+    return coco_evaluate(results, coco_gt, meta=meta, img_ids=list(poses_by_image),
+                         out_json=out_json, verbose=verbose)
