@@ -1,0 +1,147 @@
+"""Checkpoints: metadata travels with the weights.
+
+Our format (a plain dict, loadable with ``torch.load(..., weights_only=True)``)::
+
+    {"format": "logocap", "version", "state_dict", "model_name", "model_kwargs", "meta" (dict),
+     "input_size", "normalization": {"mean", "std"}, "config", "epoch",
+     "optimizer", "scheduler", + extra keys (e.g. "rng", "global_step", "best_ap")}
+
+A plain state_dict (the released LOGO-CAP / DEKR files), optionally inside {"state_dict": ...}
+or {"model": ...} and with DDP's "module." prefix, is accepted when the model name is given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .. import __version__
+from ..meta import COCO, KeypointMeta, get_meta
+from ..utils import LogocapError, atomic_torch_save
+from .dist import unwrap
+
+__all__ = ["save_checkpoint", "load_checkpoint", "build_model_from_checkpoint",
+           "extract_state_dict", "load_weights"]
+
+
+def _normalization() -> dict:
+    from ..data.transforms import MEAN, STD  # the one place these constants live
+    return {"mean": [float(v) for v in MEAN], "std": [float(v) for v in STD]}
+
+
+def save_checkpoint(path, model: nn.Module, meta: KeypointMeta, cfg: dict | None,
+                    optimizer=None, scheduler=None, epoch: int | None = None,
+                    extra: dict | None = None) -> None:
+    """Write a logocap checkpoint atomically (a crash never leaves half a file)."""
+    net = unwrap(model)
+    ckpt = {
+        "format": "logocap",
+        "version": __version__,
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "model_name": getattr(net, "model_name", type(net).__name__),
+        "model_kwargs": dict(getattr(net, "model_kwargs", {})),
+        "meta": meta.to_dict(),
+        "input_size": int(cfg["data"]["input_size"]) if cfg else None,
+        "normalization": _normalization(),
+        "config": cfg,
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+    }
+    ckpt.update(extra or {})
+    atomic_torch_save(ckpt, path)
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint safely (weights_only=True) onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise LogocapError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or holding arbitrary Python objects
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LogocapError(f"cannot read checkpoint {path}: {first[:200]}") from None
+    if not isinstance(ckpt, dict):
+        raise LogocapError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a dict")
+    return ckpt
+
+
+def _is_state_dict(d) -> bool:
+    return isinstance(d, dict) and len(d) > 0 and all(torch.is_tensor(v) for v in d.values())
+
+
+def extract_state_dict(ckpt: dict) -> dict:
+    """The weights of any accepted checkpoint, without a DDP "module." prefix."""
+    if ckpt.get("format") == "logocap":
+        sd = ckpt["state_dict"]
+    elif _is_state_dict(ckpt):
+        sd = ckpt
+    else:
+        for key in ("state_dict", "model", "best_state_dict"):
+            if _is_state_dict(ckpt.get(key)):
+                sd = ckpt[key]
+                break
+        else:
+            raise LogocapError("checkpoint holds no state_dict (expected a logocap checkpoint, "
+                               "a plain state_dict, or a {'state_dict': ...} / {'model': ...} dict)")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(model: nn.Module, state_dict: dict, what: str = "checkpoint") -> None:
+    """Strict load with a one-line summary of mismatches (missing / unexpected / shapes)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected",
+                 f"{len(shapes)} shape mismatches"]
+        first = (shapes[:2] + missing[:2] + unexpected[:2])[:4]
+        name = getattr(model, "model_name", type(model).__name__)
+        raise LogocapError(f"{what} does not fit model '{name}' ({', '.join(parts)}; e.g. "
+                           f"{'; '.join(first)}): is it for another model or keypoint set?")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def build_model_from_checkpoint(ckpt_or_path, model_name: str | None = None, device="cpu",
+                                meta: KeypointMeta | str | None = None):
+    """Rebuild a model from a checkpoint -> ``(model in eval mode, meta, info)``.
+
+    ``info``: format ("logocap" | "state_dict"), model_name, model_kwargs, input_size,
+    normalization, epoch, config (None where the file does not say).
+    For a plain state_dict, ``model_name`` is required and ``meta`` defaults to COCO.
+    """
+    from ..models import create_model
+
+    ckpt = load_checkpoint(ckpt_or_path) if not isinstance(ckpt_or_path, dict) else ckpt_or_path
+    if ckpt.get("format") == "logocap":
+        saved = ckpt["model_name"]
+        if model_name and model_name != saved:
+            raise LogocapError(f"checkpoint is a '{saved}' model, not '{model_name}'")
+        kp_meta = KeypointMeta.from_dict(ckpt["meta"])
+        if meta is not None and not get_meta(meta).same_keypoints(kp_meta):
+            raise LogocapError(f"checkpoint predicts the '{kp_meta.name}' keypoints, "
+                               f"not '{get_meta(meta).name}'")
+        info = {k: ckpt.get(k) for k in ("model_name", "model_kwargs", "input_size",
+                                          "normalization", "epoch", "config")}
+        info["format"] = "logocap"
+    else:
+        if not model_name:
+            raise LogocapError("this checkpoint is a plain state_dict without metadata: "
+                               "give the model name (--model NAME)")
+        kp_meta = get_meta(meta) if meta is not None else COCO
+        info = {"model_name": model_name, "model_kwargs": {}, "input_size": None,
+                "normalization": None, "epoch": None, "config": None, "format": "state_dict"}
+    try:
+        model = create_model(info["model_name"], num_keypoints=kp_meta.num_keypoints,
+                             **(info["model_kwargs"] or {}))
+    except (KeyError, ValueError) as e:
+        raise LogocapError(f"cannot build model '{info['model_name']}': {e}") from None
+    load_weights(model, extract_state_dict(ckpt), what="checkpoint")
+    model.to(device).eval()
+    return model, kp_meta, info

@@ -1,0 +1,411 @@
+"""The training loop, readable top to bottom: data, model, loss, step, log, checkpoint, evaluate.
+
+One process (CPU or one GPU) or many under ``torchrun`` (DDP; gloo on CPU, nccl on GPU). Rank 0
+logs, evaluates and writes files. Recipe (official code, notes 4.5): Adam lr 1e-3 without weight
+decay, MultiStepLR at epochs 90/120 of 140 (scaled to any epoch count), gamma 0.1.
+
+Reproducibility contract:
+- data order is a function of (seed, epoch) (DistributedSampler, also for one process) and the
+  augmentation a function of (seed, epoch, index) (``dataset.set_epoch``), so ``resume`` after
+  epoch k reproduces the uninterrupted run exactly;
+- N processes with batch B/N follow one process with batch B: BatchNorm statistics are
+  synchronised (``dist.convert_sync_batchnorm``), and the offset loss, which the official code
+  normalises by the number of weighted entries *in the batch*, is given weights rescaled so that
+  DDP's gradient average equals that global normalisation (``balance_offset_weights``).
+  Not covered: LOGO-CAP's KAM loss divides by the number of valid candidates per process (as
+  the official multi-GPU training does).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..meta import get_meta
+from ..utils import LogocapError, atomic_write_bytes, atomic_write_text
+from . import dist as D
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+
+__all__ = ["TrainStep", "train", "lr_milestones", "balance_offset_weights", "build_train_dataset",
+           "get_rng_state", "set_rng_state"]
+
+
+class TrainStep(nn.Module):
+    """(model, criterion) as one module, so DDP sees the whole step in one forward."""
+
+    is_train_step = True
+
+    def __init__(self, model: nn.Module, criterion):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, batch: dict) -> dict:
+        return self.criterion(self.model, batch)
+
+
+def lr_milestones(tcfg: dict) -> list[int]:
+    """Epochs 90/120 of a 140-epoch schedule, scaled to ``tcfg['epochs']``."""
+    of = tcfg.get("lr_steps_of", 140)
+    return [int(round(e * tcfg["epochs"] / of)) for e in tcfg["lr_steps"]]
+
+
+def balance_offset_weights(batch: dict, world_size: int) -> None:
+    """Make DDP's gradient average equal the offset loss of the global batch.
+
+    The offset loss is sum(w * l) / n with n the number of entries with w > 0 in the (local)
+    batch. DDP averages the per-process gradients, i.e. computes mean_r(S_r / n_r), whereas one
+    process with the whole batch computes sum_r(S_r) / N. Scaling process r's weights by
+    world_size * n_r / N (n and N = sum_r n_r counted before scaling) turns the first into the
+    second. One process: factor 1, nothing changes.
+    """
+    if world_size <= 1 or "offset_weights" not in batch:
+        return
+    w = batch["offset_weights"]
+    n_local = (w > 0).sum().to(torch.float64)
+    n_all = D.all_reduce_sum(n_local.clone())
+    if n_all > 0 and n_local > 0:
+        batch["offset_weights"] = w * float(world_size * n_local / n_all)
+
+
+# ---------------------------------------------------------------------------------------- RNG
+def get_rng_state() -> dict:
+    """All RNG states as tensors / lists / ints (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1]),
+                   "gauss": py_state[2]},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------- data
+def _data_path(cfg: dict, key: str) -> Path:
+    p = Path(cfg["data"][key])
+    return p if p.is_absolute() else Path(cfg["data"]["root"]) / p
+
+
+def _check_data(cfg: dict, split: str) -> tuple[Path, Path]:
+    root = Path(cfg["data"]["root"])
+    if not root.is_dir():
+        raise LogocapError(f"data folder not found: {root}")
+    ann, img = _data_path(cfg, f"{split}_ann"), _data_path(cfg, f"{split}_images")
+    if not ann.is_file():
+        raise LogocapError(f"annotation file not found: {ann}")
+    if not img.is_dir():
+        raise LogocapError(f"image folder not found: {img}")
+    return ann, img
+
+
+def _dataset_meta(cfg: dict):
+    try:
+        return get_meta(cfg["data"]["dataset"])
+    except ValueError:
+        return None  # custom keypoint set: the dataset reads it from the annotation file
+
+
+def build_train_dataset(cfg: dict):
+    from ..data.coco import CocoPoseDataset
+
+    d = cfg["data"]
+    ann, img = _check_data(cfg, "train")
+    return CocoPoseDataset(
+        str(ann), str(img), meta=_dataset_meta(cfg), mode="train", input_size=d["input_size"],
+        max_rotation=d["max_rotation"], min_scale=d["min_scale"], max_scale=d["max_scale"],
+        max_translate=d["max_translate"], flip_prob=d["flip_prob"], sigma=d["sigma"],
+        center_sigma=d["center_sigma"], bg_weight=d["bg_weight"],
+        offset_radius=d["offset_radius"], min_center_area=d["min_center_area"],
+        max_images=d["max_images"], seed=cfg["train"]["seed"])
+
+
+def build_val_dataset(cfg: dict):
+    from ..data.coco import CocoPoseDataset
+
+    ann, img = _check_data(cfg, "val")
+    return CocoPoseDataset(str(ann), str(img), meta=_dataset_meta(cfg), mode="val",
+                           input_size=cfg["data"]["input_size"],
+                           max_images=cfg["data"]["max_images"])
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------- model
+def _load_pretrained(model: nn.Module, path: str, log) -> None:
+    """ImageNet HRNet (backbone), an official or a logocap checkpoint (whole model)."""
+    from ..models.pretrained import load_pretrained
+
+    log("pretrained: " + load_pretrained(model, path).summary())
+
+
+# ---------------------------------------------------------------------------------------- logging
+class _RunLog:
+    """metrics.jsonl (one line per log step and per epoch), metrics.csv and loss.png (per epoch)."""
+
+    def __init__(self, out: Path, start_epoch: int):
+        self.jsonl = out / "metrics.jsonl"
+        self.csv, self.png = out / "metrics.csv", out / "loss.png"
+        self.records = []
+        if self.jsonl.is_file():  # resume: keep what happened before the resumed epoch
+            for line in self.jsonl.read_text().splitlines():
+                rec = json.loads(line) if line.strip() else None
+                if rec and rec.get("epoch", 0) < start_epoch:
+                    self.records.append(rec)
+            atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def add(self, rec: dict) -> None:
+        self.records.append(rec)
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if rec["type"] == "epoch":
+            self._write_csv()
+            self._plot()
+
+    def _write_csv(self) -> None:
+        rows = [r for r in self.records if r["type"] == "epoch"]
+        cols = []
+        for r in rows:
+            cols += [k for k in r if k != "type" and k not in cols]
+        lines = [",".join(cols)] + [",".join(_fmt(r.get(c, "")) for c in cols) for r in rows]
+        atomic_write_text(self.csv, "\n".join(lines) + "\n")
+
+    def _plot(self) -> None:
+        import io
+
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [r for r in self.records if r["type"] == "step"]
+        epochs = [r for r in self.records if r["type"] == "epoch"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if steps:
+            ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, alpha=0.6,
+                    label="loss (log steps)")
+        ax.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], "o-", label="loss (epoch mean)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("training loss")
+        if all(r["loss"] > 0 for r in steps + epochs):
+            ax.set_yscale("log")
+        ax.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        atomic_write_bytes(self.png, buf.getvalue())
+
+
+def _fmt(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+# ---------------------------------------------------------------------------------------- the loop
+def train(cfg: dict, device: str | None = None, sync_bn: bool | None = None) -> dict:
+    """Train ``cfg`` (logocap.config.DEFAULTS shape); returns a summary dict.
+
+    ``device``: "cpu" / "cuda" / None (CUDA when available). ``sync_bn``: synchronise BatchNorm
+    over processes (default: cfg["train"]["sync_bn"] if present, else True); ignored for one
+    process.
+    """
+    owns_group = not D.is_initialized()
+    info = D.init_distributed(device)
+    try:
+        return _train(cfg, info, sync_bn)
+    finally:
+        if owns_group:
+            D.cleanup()
+
+
+def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
+    from ..data.coco import collate_train
+    from ..losses import build_criterion
+    from ..models import create_model
+
+    tcfg = cfg["train"]
+    out = Path(tcfg["out"])
+    log = print if info.is_main else (lambda *a, **k: None)
+    if sync_bn is None:
+        sync_bn = bool(tcfg.get("sync_bn", True))
+
+    # ---- data: order = f(seed, epoch), augmentation = f(seed, epoch, index)
+    dataset = build_train_dataset(cfg)
+    meta = dataset.meta
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=int(tcfg["seed"]), drop_last=True)
+    loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), sampler=sampler,
+                        num_workers=int(cfg["data"]["num_workers"]), drop_last=True,
+                        collate_fn=collate_train, pin_memory=info.device.type == "cuda")
+    iters = len(loader) if tcfg["max_iters_per_epoch"] is None else \
+        min(len(loader), int(tcfg["max_iters_per_epoch"]))
+    if iters == 0:
+        raise LogocapError(f"{len(dataset)} training images give no full batch of "
+                           f"{tcfg['batch_size']} per process x {info.world_size} processes")
+
+    # ---- model, loss, optimiser, schedule
+    _seed_everything(int(tcfg["seed"]))
+    model = create_model(cfg["model"]["name"], num_keypoints=meta.num_keypoints, **cfg["model"]["kwargs"])
+    if cfg["model"]["pretrained"]:
+        _load_pretrained(model, cfg["model"]["pretrained"], log)
+    if info.distributed and sync_bn:
+        model = D.convert_sync_batchnorm(model, info.device)
+    model.to(info.device)
+    criterion = build_criterion(model, cfg["loss"], cfg["test"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]),
+                                 weight_decay=float(tcfg["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(tcfg),
+                                                     gamma=float(tcfg["lr_gamma"]))
+    use_amp = bool(tcfg["amp"]) and info.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    # ---- resume
+    start_epoch, global_step, best_ap = 0, 0, -math.inf
+    if tcfg["resume"]:
+        ckpt = load_checkpoint(out / "last.pth") if (out / "last.pth").is_file() else None
+        if ckpt is None:
+            raise LogocapError(f"nothing to resume: {out / 'last.pth'} does not exist")
+        load_weights(model, ckpt["state_dict"], what=f"resume checkpoint {out / 'last.pth'}")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and use_amp:
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        best_ap = float(ckpt.get("best_ap", -math.inf))
+        set_rng_state(ckpt["rng"])
+        log(f"resumed from {out / 'last.pth'} after epoch {start_epoch}")
+
+    step = TrainStep(model, criterion)
+    ddp = nn.parallel.DistributedDataParallel(
+        step, device_ids=[info.local_rank] if info.device.type == "cuda" else None) \
+        if info.distributed else step
+
+    runlog = None
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        from ..config import dump_config
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        runlog = _RunLog(out, start_epoch)
+        log(f"training {cfg['model']['name']} on {len(dataset)} images, {info.world_size} "
+            f"process(es) x batch {tcfg['batch_size']}, {iters} it/epoch, device {info.device}"
+            f"{', AMP' if use_amp else ''}; run folder {out}")
+
+    val_dataset = None
+    epochs = int(tcfg["epochs"])
+    history = []
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        ddp.train()
+        sums, t0 = {}, time.time()
+        bar = _progress(info.is_main, iters, f"epoch {epoch + 1}/{epochs}")
+        for it, batch in enumerate(loader):
+            if it >= iters:
+                break
+            batch = _to_device(batch, info.device)
+            balance_offset_weights(batch, info.world_size)
+            with torch.autocast(device_type=info.device.type, enabled=use_amp):
+                losses = ddp(batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            global_step += 1
+            vals = {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+            if not math.isfinite(vals["loss"]):
+                raise RuntimeError(f"training loss is {vals['loss']} at epoch {epoch + 1}, "
+                                   f"iteration {it + 1}: lower train.lr or check the data")
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{vals['loss']:.4g}")
+            if runlog is not None and global_step % int(tcfg["log_every"]) == 0:
+                runlog.add({"type": "step", "epoch": epoch, "iter": it, "step": global_step,
+                            "lr": optimizer.param_groups[0]["lr"], **vals})
+        if bar is not None:
+            bar.close()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        # epoch means over all processes (what a single process with the whole batch would log)
+        keys = sorted(sums)
+        mean = D.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                             device=info.device)) / (iters * info.world_size)
+        rec = {"type": "epoch", "epoch": epoch, "step": global_step, "lr": lr,
+               "time": round(time.time() - t0, 3), **{k: float(v) for k, v in zip(keys, mean)}}
+        rng = get_rng_state()  # the training stream continues from here, evaluation or not
+
+        # ---- evaluate (rank 0) and save
+        every = int(tcfg["eval_every"] or 0)
+        is_best = False
+        if info.is_main and every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+            if val_dataset is None:
+                val_dataset = build_val_dataset(cfg)
+            from .evaluate import evaluate_model
+            metrics, _ = evaluate_model(D.unwrap(ddp), val_dataset, meta, cfg["test"],
+                                        cfg["data"]["input_size"], device=info.device,
+                                        out_dir=out / "eval" / f"epoch_{epoch + 1:03d}")
+            ddp.train()
+            set_rng_state(rng)
+            rec.update({f"val_{k}": v for k, v in metrics.items()})
+            if metrics["AP"] > best_ap:
+                best_ap, is_best = metrics["AP"], True
+        history.append(rec)
+        if info.is_main:
+            runlog.add(rec)
+            extra = {"global_step": global_step, "best_ap": best_ap, "rng": rng,
+                     "scaler": scaler.state_dict() if use_amp else None}
+            save_checkpoint(out / "last.pth", ddp, meta, cfg, optimizer, scheduler,
+                            epoch=epoch + 1, extra=extra)
+            if is_best:
+                save_checkpoint(out / "best.pth", ddp, meta, cfg, epoch=epoch + 1,
+                                extra={"global_step": global_step, "best_ap": best_ap})
+            log(f"epoch {epoch + 1}/{epochs}: loss {rec['loss']:.5g}"
+                + (f", val AP {rec['val_AP']:.4f}" if "val_AP" in rec else ""))
+        D.barrier()  # others wait while rank 0 evaluates and writes
+
+    summary = {"out_dir": str(out), "epochs": epochs, "global_step": global_step,
+               "history": history, "best_ap": None if best_ap == -math.inf else best_ap,
+               "last_checkpoint": str(out / "last.pth"), "world_size": info.world_size,
+               "final_loss": history[-1]["loss"] if history else None}
+    if info.is_main:
+        atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items()
+                                                           if k != "history"}, indent=1))
+    return summary
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
