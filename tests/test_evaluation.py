@@ -50,11 +50,12 @@ def write_json(path, obj):
     return str(path)
 
 
-def gt_as_poses(gt, meta=COCO, jitter=0.0, seed=1):
+def gt_as_poses(gt, meta=COCO, jitter=0.0, seed=1, affines=None):
     """GT keypoints -> input frame -> (network would predict here) -> original px -> Poses.
 
     Unlabelled joints go to the person's box centre, never (0, 0). ``jitter`` adds the same
     Gaussian draw scaled by ``jitter`` px (in original px), so larger jitter is strictly worse.
+    ``affines``: {image_id: M} from the dataset; default: the test transform computed here.
     """
     rng = np.random.default_rng(seed)
     out = {}
@@ -63,7 +64,10 @@ def gt_as_poses(gt, meta=COCO, jitter=0.0, seed=1):
         kp = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), -1, 3)
         box_c = np.array([[a["bbox"][0] + a["bbox"][2] / 2, a["bbox"][1] + a["bbox"][3] / 2] for a in anns])
         xy = np.where(kp[..., 2:] > 0, kp[..., :2], box_c[:, None, :])
-        M, _ = T.test_transform(img["height"], img["width"], 64)  # the dataset's test resize
+        if affines is not None:
+            M = affines[img["id"]]
+        else:
+            M, _ = T.test_transform(img["height"], img["width"], 64)  # the dataset's test resize
         back = T.apply_affine(T.apply_affine(xy, M), T.invert_affine(M))
         back = back + jitter * rng.standard_normal(back.shape)
         score = (kp[..., 2:] > 0).astype(np.float64)
@@ -86,6 +90,25 @@ def test_gt_through_coordinate_path_scores_ap_one(tmp_path):
     assert len(results) == len(gt["annotations"])
     assert len(results[0]["keypoints"]) == 3 * COCO.num_keypoints
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+
+
+def test_gt_through_val_dataset_scores_ap_one(tmp_path):
+    """Same path with the affine the val dataset hands to the model (images written to disk)."""
+    import cv2
+    from logocap.data.coco import CocoPoseDataset
+
+    gt = make_gt(num_images=3)
+    (tmp_path / "images").mkdir()
+    for img in gt["images"]:
+        cv2.imwrite(str(tmp_path / "images" / img["file_name"]),
+                    np.zeros((img["height"], img["width"], 3), np.uint8))
+    ann = write_json(tmp_path / "ann.json", gt)
+    ds = CocoPoseDataset(ann, tmp_path / "images", mode="val", input_size=64)
+    samples = [ds[i] for i in range(len(ds))]
+    affines = {s["image_id"]: s["affine"].numpy() for s in samples}
+    assert all(np.allclose(s["affine"].numpy()[:, :2], np.eye(2) * 64 / 96) for s in samples)
+    m = evaluate_predictions(gt_as_poses(gt, affines=affines), ds.coco, meta=ds.meta, verbose=False)
+    assert m["AP"] == pytest.approx(1.0, abs=1e-6) and m["AR"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_jitter_lowers_ap_strictly():
@@ -156,6 +179,8 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
     assert "not in the annotation file" in _one_line_error(lambda: ev([dict(good[0], image_id=999)]))
     assert "54 keypoint values" in _one_line_error(
         lambda: ev([dict(good[0], keypoints=good[0]["keypoints"] + [0.0] * 3)]))
+    assert "non-numeric" in _one_line_error(lambda: ev([dict(good[0], score="high")]))
+    assert "not in the annotation file" in _one_line_error(lambda: ev([dict(good[0], image_id=[100])]))
     assert "NaN" in _one_line_error(lambda: ev([dict(good[0], score=float("nan"))]))
     assert "lacks score" in _one_line_error(lambda: ev([{k: v for k, v in good[0].items() if k != "score"}]))
     assert "category_id" in _one_line_error(lambda: ev([dict(good[0], category_id=7)]))
