@@ -262,3 +262,48 @@ def test_crowdpose_without_xtcocotools_says_how_to_install(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "xtcocotools.cocoeval", None)
     msg = _one_line_error(lambda: coco_evaluate([], write_json(tmp_path / "c.json", gt), verbose=False))
     assert "logocap[crowdpose]" in msg
+
+
+# ------------------------------------------------------------------------- parity with the stock tools
+def _stock_stats(eval_cls, coco_cls, ann, res, iou_type, sigmas, **kw):
+    """The textbook call sequence on files, as the official scripts do it."""
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = coco_cls(ann)
+        E = eval_cls(gt, gt.loadRes(res), iou_type, **kw) if sigmas is None else \
+            eval_cls(gt, gt.loadRes(res), iou_type, sigmas, **kw)
+        E.evaluate()
+        E.accumulate()
+        E.summarize()
+    return list(E.stats)
+
+
+def test_matches_stock_pycocotools(tmp_path):
+    from pycocotools.coco import COCO as PyCOCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = make_gt(num_images=10, people=4)
+    ann = write_json(tmp_path / "ann.json", gt)
+    res = tmp_path / "res.json"
+    write_results_json(poses_to_results(gt_as_poses(gt, jitter=2)), res)
+    ours = list(coco_evaluate(str(res), ann, verbose=False).values())
+    stock = _stock_stats(COCOeval, PyCOCO, ann, str(res), "keypoints", None)  # COCO sigmas built in
+    assert 0.1 < ours[0] < 0.95
+    assert ours == pytest.approx(stock, abs=1e-12)
+
+
+def test_matches_stock_xtcocotools_crowdpose(tmp_path):
+    pytest.importorskip("xtcocotools.cocoeval", reason="xtcocotools (logocap[crowdpose]) not installed")
+    from xtcocotools.coco import COCO as XCOCO
+    from xtcocotools.cocoeval import COCOeval as XCOCOeval
+
+    gt = make_gt(meta=CROWDPOSE, crowd=True, num_images=12, people=4)
+    ann = write_json(tmp_path / "crowd.json", gt)
+    res = tmp_path / "res.json"
+    write_results_json(poses_to_results(gt_as_poses(gt, meta=CROWDPOSE, jitter=3)), res)
+    ours = list(coco_evaluate(str(res), ann, verbose=False).values())
+    stock = _stock_stats(XCOCOeval, XCOCO, ann, str(res), "keypoints_crowd",
+                         np.array(CROWDPOSE.sigmas), use_area=False)
+    assert 0.1 < ours[0] < 0.95
+    assert ours == pytest.approx(stock, abs=1e-12)
