@@ -115,6 +115,9 @@ def test_transform(h: int, w: int, size: int, stride: int = 64):
     return M, (out_w, out_h)
 
 
+test_transform.__test__ = False  # not a pytest test, even when imported into a test module
+
+
 # --------------------------------------------------------------------------- training
 def random_affine(h: int, w: int, out_size: int, rng: np.random.Generator,
                   max_rotation: float = 30.0, min_scale: float = 0.75, max_scale: float = 1.5,
