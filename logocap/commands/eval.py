@@ -21,21 +21,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     res.add_argument("--results", help="COCO keypoint results json (list of person records)")
     res.add_argument("--ann", help="ground-truth annotation json (COCO / CrowdPose format)")
     res.add_argument("--meta", choices=list_metas(), default=None,
-                     help="keypoint set (sigmas, protocol); default: from the annotation file")
+                     help="keypoint set (sigmas, protocol); taken from the annotation file when not given")
     res.add_argument("--result-images-only", action="store_true",
-                     help="evaluate only the images that appear in the results (default: every "
-                          "image of the annotation file, so images without results count as misses)")
+                     help="evaluate only the images that appear in the results, instead of every "
+                          "image of the annotation file (where images without results count as misses)")
     mod = p.add_argument_group("model mode")
     mod.add_argument("--weights", help="checkpoint to evaluate (switches to model mode)")
     mod.add_argument("--data", help="dataset to run the model on (annotation json or dataset folder)")
     mod.add_argument("--config", help="YAML config (test-time settings)")
     mod.add_argument("--model", help="model name, needed for plain state_dict checkpoints")
     mod.add_argument("--size", type=int, default=None,
-                     help="test input size (short side); default: from the checkpoint")
+                     help="test input size (short side); taken from the checkpoint when not given")
     mod.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                      help="flip test (average with the mirrored image)")
     p.add_argument("--out", default=None,
-                   help="metrics json to write; default: <results>.metrics.json next to the results")
+                   help="metrics json to write; results mode writes <results>.metrics.json next to "
+                        "the results when not given")
 
 
 def _run_model_mode(args) -> int:
@@ -65,7 +66,9 @@ def run(args) -> int:
     results = load_results(args.results)
     img_ids = None
     if args.result_images_only:
-        img_ids = {r.get("image_id") for r in results if isinstance(r, dict)}
+        # malformed records are reported by coco_evaluate's checks; only collect usable ids here
+        img_ids = {r["image_id"] for r in results
+                   if isinstance(r, dict) and isinstance(r.get("image_id"), (int, str))}
     res_path = Path(args.results)
     out = Path(args.out) if args.out else res_path.with_name(res_path.stem + ".metrics.json")
     coco_evaluate(results, args.ann, meta=args.meta, img_ids=img_ids, out_json=out)
