@@ -137,6 +137,13 @@ def _check_gt(coco_gt, meta: KeypointMeta) -> None:
                                    f"image {img.get('id', '?')} has none")
 
 
+def _is_in(value, ids: set) -> bool:
+    try:
+        return value in ids
+    except TypeError:  # unhashable (a list, a dict): certainly not a COCO id
+        return False
+
+
 def _clean_results(results: list, coco_gt, meta: KeypointMeta) -> list[dict]:
     """Validated copies with only the four fields COCOeval needs (loadRes mutates its input)."""
     k3 = 3 * meta.num_keypoints
@@ -153,14 +160,10 @@ def _clean_results(results: list, coco_gt, meta: KeypointMeta) -> list[dict]:
             n = len(kp) if isinstance(kp, (list, tuple)) else type(kp).__name__
             raise LogocapError(f"result {i} has {n} keypoint values; the '{meta.name}' set needs "
                                f"{k3} ({meta.num_keypoints} x 3)")
-        try:
-            known = r["image_id"] in img_ids
-        except TypeError:  # unhashable id (a list, a dict)
-            known = False
-        if not known:
+        if not _is_in(r["image_id"], img_ids):
             raise LogocapError(f"result {i} is for image_id {r['image_id']!r}, "
                                "which is not in the annotation file")
-        if r["category_id"] not in cat_ids:
+        if not _is_in(r["category_id"], cat_ids):
             raise LogocapError(f"result {i} has category_id {r['category_id']!r}; the annotation "
                                f"file's keypoint categories are {sorted(cat_ids)}")
     # numbers checked in one numpy pass (val2017 results hold ~100k people)

@@ -184,6 +184,7 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
     assert "NaN" in _one_line_error(lambda: ev([dict(good[0], score=float("nan"))]))
     assert "lacks score" in _one_line_error(lambda: ev([{k: v for k, v in good[0].items() if k != "score"}]))
     assert "category_id" in _one_line_error(lambda: ev([dict(good[0], category_id=7)]))
+    assert "category_id" in _one_line_error(lambda: ev([dict(good[0], category_id=[1])]))
     # annotation file problems
     assert "not found" in _one_line_error(lambda: ev(good, str(tmp_path / "none.json")))
     bad_ann = write_json(tmp_path / "bad_ann.json", {"images": []})
