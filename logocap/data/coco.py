@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -206,7 +207,9 @@ class CocoPoseDataset(torch.utils.data.Dataset):
                         rle = mask_utils.frPyObjects(seg, *seg["size"])
                     else:  # compressed RLE
                         rle = seg
-                    m = mask_utils.decode(rle)
+                    with warnings.catch_warnings():  # pycocotools vs numpy 2 deprecation noise
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        m = mask_utils.decode(rle)
                 except Exception as e:  # pycocotools raises assorted types on bad input
                     raise LogocapError(f"annotation {a.get('id')} in {self.ann_file}: bad "
                                        f"segmentation ({type(e).__name__})") from None
