@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from logocap.codecs.decode import (bilinear_gather, center_nms, decode_center_offset, flip_fuse,
-                                   offsets_to_poses, pose_nms, to_original, upsample_heatmaps)
+                                   offsets_to_poses, pose_nms, run_with_flip, to_original,
+                                   upsample_heatmaps)
 from logocap.meta import COCO
 
 K = COCO.num_keypoints
@@ -233,3 +234,52 @@ def test_decode_rejects_wrong_keypoint_count():
     out = {"heatmaps": torch.zeros(1, 15, 8, 8), "offsets": torch.zeros(1, 28, 8, 8)}
     with pytest.raises(ValueError, match="14 keypoints"):
         decode_center_offset(out, COCO, {})
+
+
+def test_round_trip_through_encode_targets_and_test_transform():
+    """GT (original px) -> test transform -> encode_targets -> decode -> to_original."""
+    from logocap.codecs.targets import encode_targets
+    from logocap.data.transforms import apply_affine, test_transform
+
+    h, w = 100, 150
+    m, (ow, oh) = test_transform(h, w, 128)
+    rng = np.random.default_rng(7)
+    gt = np.stack([np.array([c, 50.0]) + rng.uniform(-22, 22, (K, 2)) for c in (35.0, 110.0)])
+    kp_in = apply_affine(gt, m)
+    kp_out = np.concatenate([kp_in / 4, np.full(gt.shape[:2] + (1,), 2.0)], axis=-1)
+    t = encode_targets(kp_out, np.full(2, 64.0 ** 2), None, (ow // 4, oh // 4), K)
+    out = {"heatmaps": torch.from_numpy(t["heatmaps"])[None],
+           "offsets": torch.from_numpy(t["offsets"])[None]}
+    res = decode_center_offset(out, COCO, {"upsample": "aligned"})
+    keep = pose_nms(res["poses"], res["scores"], res["valid"]) & (res["scores"] > 0.1)
+    got = to_original(res["poses"], torch.from_numpy(m)[None])[0][keep[0]]
+    assert len(got) == 2
+    d = (got[:, None, :, :2].double() - torch.from_numpy(gt)[None]).norm(dim=-1).mean(-1)
+    assert d.min(1).values.max() < 0.05  # original px: aligned decoding inverts the targets exactly
+
+
+def test_run_with_flip_is_one_forward_of_2b():
+    calls = []
+
+    def model(x):  # flip-equivariant toy "network": 4x4 average pooling, no offsets signal
+        calls.append(x.shape[0])
+        hm = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 4).repeat(1, K + 1, 1, 1)
+        return {"heatmaps": hm, "offsets": torch.zeros(x.shape[0], 2 * K, *hm.shape[-2:]),
+                "embedding": torch.full((x.shape[0], 2) + hm.shape[-2:], float(x.shape[0]))}
+
+    x = torch.rand(3, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    fused, plain = run_with_flip(model, x, COCO)
+    assert calls == [6]
+    assert plain["embedding"].shape[0] == 3 and torch.allclose(fused["heatmaps"], plain["heatmaps"])
+    assert torch.equal(fused["embedding"], plain["embedding"])
+
+
+def test_pose_nms_num_joints_default_is_half_of_k():
+    k = 14
+    base = torch.rand(1, 1, k, 2, generator=torch.Generator().manual_seed(1)) * 100
+    seven, eight = base.clone(), base.clone()
+    seven[:, :, 7:] += 60.0  # 7 joints close: not more than 14 // 2
+    eight[:, :, 8:] += 60.0  # 8 joints close: a duplicate
+    scores, valid = torch.tensor([[0.9, 0.5]]), torch.ones(1, 2, dtype=torch.bool)
+    assert pose_nms(torch.cat([base, seven], 1), scores, valid).tolist() == [[True, True]]
+    assert pose_nms(torch.cat([base, eight], 1), scores, valid).tolist() == [[True, False]]

@@ -24,9 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="logocap checkpoint, or a plain state_dict "
                    "(then --model is needed)")
     p.add_argument("--model", default=None, help="model name (required for plain state_dicts)")
-    p.add_argument("--out", default=None, help="output folder (default: next to each image)")
-    p.add_argument("--size", type=int, default=None, help="input size (short side, multiple of 64; "
-                   "default: the checkpoint's, else 512 / 640 for W32 / W48)")
+    p.add_argument("--out", default=None, help="output folder; none = next to each image")
+    p.add_argument("--size", type=int, default=None, help="input size (short side, multiple of 64); "
+                   "none = the checkpoint's, else 512 / 640 for W32 / W48")
     p.add_argument("--threshold", type=float, default=0.3, help="joint score threshold for drawing")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (faster)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
