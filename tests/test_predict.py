@@ -125,3 +125,16 @@ def test_cli_predict_without_readable_image_fails(tmp_path, ckpt, capsys):
     assert "could be read" in capsys.readouterr().err
     assert main(["predict", "--weights", str(ckpt), str(tmp_path / "nothing_here")]) == 2
     assert not (tmp_path / "bad.poses.json").exists()
+
+
+def test_cli_predict_as_a_subprocess(tmp_path, ckpt):
+    import subprocess
+    import sys
+
+    cv2.imwrite(str(tmp_path / "one.bmp"), image(40, 56, 8))
+    r = subprocess.run([sys.executable, "-m", "logocap.cli", "predict", "--weights", str(ckpt),
+                        "--out", str(tmp_path / "res"), str(tmp_path / "one.bmp")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "processed 1, skipped 0" in r.stdout
+    assert json.loads((tmp_path / "res" / "one.poses.json").read_text())["image_size"] == [40, 56]
