@@ -75,9 +75,12 @@ DEFAULTS: dict = {
         "topk": 30,
         "center_threshold": 0.01,
         "nms_threshold": 0.05,
-        "nms_num_joints": 8,
+        "nms_num_joints": None,  # None = K // 2 (8 for COCO-17, as the released code)
         "max_people": 30,
         "upsample": "official",  # official (align_corners=False) | aligned
+        "flip_shift": "official",  # official (no shift, as released) | aligned (undo the 0.75 px flip shift)
+        "center_kernel": 3,  # center NMS max-pool on the input-resolution center map
+        "sample_mode": None,  # bilinear gather: None = follow `upsample` (official | clean)
         # LOGO-CAP decoding
         "adaptation": "full",  # none | partial | full (Table 7)
         "local_size": 11,
