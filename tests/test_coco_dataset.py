@@ -91,6 +91,12 @@ def test_ignore_mask_covers_crowd_and_unlabelled_people(coco_fixture):
     s2 = CocoPoseDataset(*coco_fixture, input_size=S, **{**NO_AUG, "min_scale": 0.5,
                                                          "max_scale": 0.5})[2]
     assert s2["heatmap_weights"][0, 0, 0] == 0 and s2["heatmap_weights"][0, 8, 8] > 0
+    # image 1: a num_keypoints-0 person without segmentation -> its bbox (2, 2, 10 x 12) is used
+    s1 = CocoPoseDataset(*coco_fixture, input_size=S, **{**NO_AUG, "min_scale": 0.5,
+                                                         "max_scale": 0.5})[1]
+    M1 = s1["affine"].numpy() / 4
+    (bx, by), (ox, oy) = apply_affine(np.array([[7.0, 8.0], [40.0, 30.0]]), M1).round().astype(int)
+    assert s1["heatmap_weights"][0, by, bx] == 0 and s1["heatmap_weights"][0, oy, ox] > 0
 
 
 def test_targets_decode_to_the_gt_keypoints(coco_fixture):
@@ -186,3 +192,23 @@ def test_missing_and_corrupt_images(coco_fixture):
         ds[1]
     with pytest.raises(LogocapError, match="scene-c.jpg"):
         ds[2]
+
+
+def test_image_and_keypoints_stay_aligned_under_augmentation(coco_fixture):
+    """The fixture paints every labelled joint (green channel >= 128, background <= 120): after
+    rotation, zoom and flip the warped image must still show paint under each gt keypoint."""
+    ds = CocoPoseDataset(*coco_fixture, input_size=128, min_scale=1.2, max_scale=1.5, seed=1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    hits, flips = [], set()
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            flips.add(s["flipped"])
+            green = (s["image"][1] * std[1] + mean[1]) * 255
+            kp = s["gt_keypoints"].numpy()
+            x, y = np.round(kp[..., 0]).astype(int), np.round(kp[..., 1]).astype(int)
+            ok = (kp[..., 2] > 0) & (x >= 0) & (y >= 0) & (x < 128) & (y < 128)
+            hits += list(green[y[ok], x[ok]].numpy() > 124)
+    assert flips == {True, False} and len(hits) > 50
+    assert np.mean(hits) > 0.9

@@ -95,7 +95,10 @@ class CocoPoseDataset(torch.utils.data.Dataset):
             json_meta = meta_from_coco_category(category)
         except ValueError as e:
             raise LogocapError(f"annotation file {self.ann_file}: {e}") from None
-        self.meta = get_meta(meta) if meta is not None else json_meta
+        try:
+            self.meta = get_meta(meta) if meta is not None else json_meta
+        except ValueError as e:
+            raise LogocapError(str(e)) from None
         if self.meta.num_keypoints != json_meta.num_keypoints:
             raise LogocapError(
                 f"keypoint set '{self.meta.name}' has {self.meta.num_keypoints} keypoints but "
