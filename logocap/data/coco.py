@@ -196,7 +196,6 @@ class CocoPoseDataset(torch.utils.data.Dataset):
     def _ignore_mask(self, anns, h: int, w: int) -> np.ndarray:
         """uint8 [h, w]: 1 = use, 0 = crowd region or person without keypoints."""
         keep = np.ones((h, w), np.uint8)
-        info_h, info_w = h, w
         for a in anns:
             if not (a.get("iscrowd", 0) or self._num_kpts(a) == 0):
                 continue
@@ -205,7 +204,7 @@ class CocoPoseDataset(torch.utils.data.Dataset):
             if seg:
                 try:
                     if isinstance(seg, list):  # polygons
-                        rle = mask_utils.merge(mask_utils.frPyObjects(seg, info_h, info_w))
+                        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
                     elif isinstance(seg.get("counts"), list):  # uncompressed RLE
                         rle = mask_utils.frPyObjects(seg, *seg["size"])
                     else:  # compressed RLE
