@@ -88,11 +88,27 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of a sum is the sum of the gradients (all-reduced too)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 class CpuSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are taken over all processes (gloo / CPU).
 
     One all-reduce of [sum, sum of squares, count] per layer; the all-reduce is the autograd-aware
-    one, so gradients flow back through the global statistics as in ``nn.SyncBatchNorm``.
+    one (``_AllReduceSum``), so gradients flow back through the global statistics as in ``nn.SyncBatchNorm``.
     Outside training, or in a single process, it is an ordinary BatchNorm2d.
     """
 
@@ -100,17 +116,17 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         n_local = x.numel() // c
-        xf = x.transpose(0, 1).reshape(c, -1)
+        # float64 sums: var = E[x^2] - E[x]^2 cancels badly in float32 when |mean| >> std
+        xf = x.transpose(0, 1).reshape(c, -1).double()
         stats = torch.cat([xf.sum(1), (xf * xf).sum(1),
-                           torch.full((1,), float(n_local), dtype=x.dtype, device=x.device)])
-        stats = all_reduce(stats)
+                           torch.full((1,), float(n_local), dtype=xf.dtype, device=x.device)])
+        stats = _AllReduceSum.apply(stats)
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)  # biased, as BN normalises
+        mean, var = mean.to(x.dtype), var.to(x.dtype)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

@@ -171,7 +171,10 @@ def _load_pretrained(model: nn.Module, path: str, log) -> None:
 
 # ---------------------------------------------------------------------------------------- logging
 class _RunLog:
-    """metrics.jsonl (one line per log step and per epoch), metrics.csv and loss.png (per epoch)."""
+    """metrics.jsonl (one line per log step and per epoch), metrics.csv and loss.png (per epoch).
+
+    ``epoch`` in the records counts from 1 (the epoch a step belongs to / the epochs completed).
+    """
 
     def __init__(self, out: Path, start_epoch: int):
         self.jsonl = out / "metrics.jsonl"
@@ -180,7 +183,7 @@ class _RunLog:
         if self.jsonl.is_file():  # resume: keep what happened before the resumed epoch
             for line in self.jsonl.read_text().splitlines():
                 rec = json.loads(line) if line.strip() else None
-                if rec and rec.get("epoch", 0) < start_epoch:
+                if rec and rec.get("epoch", 0) <= start_epoch:
                     self.records.append(rec)
             atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
 
@@ -351,7 +354,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
                 bar.update(1)
                 bar.set_postfix(loss=f"{vals['loss']:.4g}")
             if runlog is not None and global_step % int(tcfg["log_every"]) == 0:
-                runlog.add({"type": "step", "epoch": epoch, "iter": it, "step": global_step,
+                runlog.add({"type": "step", "epoch": epoch + 1, "iter": it, "step": global_step,
                             "lr": optimizer.param_groups[0]["lr"], **vals})
         if bar is not None:
             bar.close()
@@ -361,7 +364,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
         keys = sorted(sums)
         mean = D.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
                                              device=info.device)) / (iters * info.world_size)
-        rec = {"type": "epoch", "epoch": epoch, "step": global_step, "lr": lr,
+        rec = {"type": "epoch", "epoch": epoch + 1, "step": global_step, "lr": lr,
                "time": round(time.time() - t0, 3), **{k: float(v) for k, v in zip(keys, mean)}}
         rng = get_rng_state()  # the training stream continues from here, evaluation or not
 
@@ -397,6 +400,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     summary = {"out_dir": str(out), "epochs": epochs, "global_step": global_step,
                "history": history, "best_ap": None if best_ap == -math.inf else best_ap,
                "last_checkpoint": str(out / "last.pth"), "world_size": info.world_size,
+               "is_main": info.is_main,
                "final_loss": history[-1]["loss"] if history else None}
     if info.is_main:
         atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items()
