@@ -61,6 +61,7 @@ DEFAULTS: dict = {
         "out": "runs/train",
         "resume": False,
         "max_iters_per_epoch": None,
+        "sync_bn": True,  # synchronise BatchNorm across processes under torchrun
     },
     "loss": {
         "heatmap": 1.0,

@@ -34,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="test input size (short side); taken from the checkpoint when not given")
     mod.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                      help="flip test (average with the mirrored image)")
+    mod.add_argument("--split", default="val",
+                     help="split of a dataset folder: annotations/person_keypoints_<split>.json, images/<split>/")
+    mod.add_argument("--images", default=None, help="image folder (with --data A.json or --ann A.json)")
+    mod.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                     help="where to run the model (default: CUDA when available)")
+    mod.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="dotted test-config overrides, e.g. test.adaptation=none")
     p.add_argument("--out", default=None,
                    help="metrics json to write; results mode writes <results>.metrics.json next to "
                         "the results when not given")

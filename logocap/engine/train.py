@@ -283,7 +283,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     if info.distributed and sync_bn:
         model = D.convert_sync_batchnorm(model, info.device)
     model.to(info.device)
-    criterion = build_criterion(model, cfg["loss"], cfg["test"])
+    criterion = build_criterion(model, cfg["loss"], cfg["test"], meta=meta)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]),
                                  weight_decay=float(tcfg["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(tcfg),
