@@ -14,4 +14,11 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -c "import torch" # fail loudly if the install did not work
 fi
 .venv/bin/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import logocap, cv2, pycocotools, yaml, tqdm, matplotlib" # fail loudly
+# CrowdPose evaluation: xtcocotools' PyPI wheels break with numpy 2, so build it from source
+# against the installed numpy (a few seconds).
+if ! .venv/bin/python -c "import xtcocotools.cocoeval" >/dev/null 2>&1; then
+  .venv/bin/pip install -q cython 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q --no-build-isolation --no-binary xtcocotools xtcocotools 2>&1 \
+    | grep -v "^WARNING: Location" || true
+fi
+.venv/bin/python -c "import logocap, cv2, pycocotools, yaml, tqdm, matplotlib, xtcocotools.cocoeval" # fail loudly

@@ -1,0 +1,104 @@
+"""Recipes shared by the main job (``logocap demo``) and ``benchmarks/synthetic.py``.
+
+Both run the same protocol on the synthetic benchmark: generate the data once, train the
+center-offset baseline, fine-tune LOGO-CAP from it, evaluate everything with the official COCOeval.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+from ..config import load_config
+from ..utils import LogocapError
+
+__all__ = ["ensure_synthetic", "synthetic_config", "train_run", "evaluate_run", "CONFIG_DIR"]
+
+# configs/ of a source checkout; the recipes fall back to the built-in defaults when installed
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+def ensure_synthetic(root: str | Path, preset: str = "default", num_train: int = 1000,
+                     num_val: int = 100, size: int = 256, seed: int = 0, preview: bool = True) -> Path:
+    """Generate the synthetic benchmark into ``root`` unless it is already there (same settings)."""
+    from ..data.synthetic import generate_synthetic
+
+    root = Path(root)
+    settings = {"preset": preset, "num_train": num_train, "num_val": num_val, "size": size, "seed": seed}
+    stamp = root / "synth_settings.json"
+    ann = [root / "annotations" / f"person_keypoints_{s}.json" for s in ("train", "val")]
+    if all(a.is_file() for a in ann) and stamp.is_file():
+        if json.loads(stamp.read_text()) == settings:
+            print(f"using the synthetic benchmark in {root} ({settings})")
+            return root
+        raise LogocapError(f"{root} holds a synthetic benchmark made with other settings "
+                           f"({stamp.read_text().strip()}); choose another --data folder")
+    if root.exists() and any(root.iterdir()):
+        raise LogocapError(f"{root} exists and is not a synthetic benchmark folder; choose another --data")
+    t0 = time.time()
+    generate_synthetic(root, preset=preset, num_train=num_train, num_val=num_val, size=size,
+                       seed=seed, preview=preview, overwrite=True)
+    from ..utils import atomic_write_text
+    atomic_write_text(stamp, json.dumps(settings))
+    print(f"generated the synthetic benchmark in {root} in {time.time() - t0:.1f} s")
+    return root
+
+
+def synthetic_config(method: str, data_root: str | Path, out: str | Path,
+                     overrides: list[str] | None = None) -> dict:
+    """The config of ``configs/{method}_256_synthetic.yaml`` (method e.g. center_offset_hrnet_tiny)
+    with data.root and train.out set, plus dotted overrides."""
+    path = CONFIG_DIR / f"{method}_256_synthetic.yaml"
+    if not path.is_file():
+        raise LogocapError(f"no synthetic recipe {path.name} in {CONFIG_DIR}")
+    cfg = load_config(path, overrides)
+    cfg["data"]["root"] = str(data_root)
+    cfg["train"]["out"] = str(out)
+    return cfg
+
+
+def train_run(cfg: dict) -> dict:
+    """Train (resuming when ``out/last.pth`` is complete for this config) and time it."""
+    from .train import train
+
+    cfg = copy.deepcopy(cfg)
+    out = Path(cfg["train"]["out"])
+    summary_file = out / "summary.json"
+    if summary_file.is_file() and (out / "last.pth").is_file():
+        s = json.loads(summary_file.read_text())
+        if s.get("epochs") == cfg["train"]["epochs"] and (out / "train_time.json").is_file():
+            print(f"{out}: already trained ({s['epochs']} epochs), reusing it")
+            return {**s, **json.loads((out / "train_time.json").read_text())}
+    t0 = time.time()
+    summary = train(cfg, device="cpu")
+    minutes = (time.time() - t0) / 60.0
+    from ..utils import atomic_write_text
+    atomic_write_text(out / "train_time.json", json.dumps({"train_minutes": minutes}))
+    return {**{k: v for k, v in summary.items() if k != "history"}, "train_minutes": minutes}
+
+
+def evaluate_run(checkpoint: str | Path, data_root: str | Path, test_overrides: dict | None = None,
+                 out_dir: str | Path | None = None, split: str = "val", verbose: bool = False) -> dict:
+    """COCOeval metrics of a checkpoint on the synthetic val split, plus ms per image."""
+    from ..data.coco import CocoPoseDataset
+    from ..config import DEFAULTS
+    from .checkpoint import build_model_from_checkpoint, load_checkpoint
+    from .evaluate import evaluate_model
+
+    ckpt = load_checkpoint(checkpoint)
+    model, meta, info = build_model_from_checkpoint(ckpt, None, "cpu")
+    test_cfg = dict(DEFAULTS["test"])
+    test_cfg.update(((info.get("config") or {}).get("test")) or {})
+    test_cfg.update(test_overrides or {})
+    root = Path(data_root)
+    size = int(info.get("input_size") or 256)
+    dataset = CocoPoseDataset(str(root / "annotations" / f"person_keypoints_{split}.json"),
+                              str(root / "images" / split), meta=meta, mode="val", input_size=size)
+    t0 = time.time()
+    metrics, _ = evaluate_model(model, dataset, meta, test_cfg, size, device="cpu",
+                                out_dir=out_dir, normalization=info.get("normalization"),
+                                verbose=verbose)
+    metrics = dict(metrics)
+    metrics["ms_per_image"] = 1000.0 * (time.time() - t0) / max(1, len(dataset))
+    return metrics
