@@ -29,13 +29,13 @@ class CenterOffsetModel(nn.Module):
     def __init__(self, num_keypoints: int = 17, width: int = 32, stem_channels: int = 64,
                  layer1_planes: int = 64, layer1_blocks: int = 4, num_blocks: int = 4,
                  num_modules: Sequence[int] = (1, 4, 3), heatmap_channels: int | None = None,
-                 offset_channels: int = 256):
+                 offset_channels: int = 256, backbone_init: str = "official"):
         super().__init__()
         if num_keypoints < 1:
             raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
         self.num_keypoints = num_keypoints
         self.backbone = HRNet(width, stem_channels, layer1_planes, layer1_blocks, num_blocks,
-                              tuple(num_modules))
+                              tuple(num_modules), init=backbone_init)
         feat = self.backbone.out_channels
         hm_ch = heatmap_channels or width  # official: 32 for W32, 48 for W48
         self.transition_cls = conv_bn_relu(feat, hm_ch)

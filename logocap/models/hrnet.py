@@ -104,8 +104,10 @@ class HRNet(nn.Module):
 
     def __init__(self, width: int = 32, stem_channels: int = 64, layer1_planes: int = 64,
                  layer1_blocks: int = 4, num_blocks: int = 4,
-                 num_modules: Sequence[int] = (1, 4, 3)):
+                 num_modules: Sequence[int] = (1, 4, 3), init: str = "official"):
         super().__init__()
+        if init not in ("official", "kaiming"):
+            raise ValueError(f"HRNet init must be 'official' or 'kaiming', got {init!r}")
         if len(num_modules) != 3:
             raise ValueError(f"num_modules must give 3 stage sizes, got {num_modules}")
         self.width = width
@@ -124,7 +126,10 @@ class HRNet(nn.Module):
                 *[HighResolutionModule(ch, num_blocks) for _ in range(n_mod)]))
             prev = ch
         self.out_channels = sum(prev)
-        self.init_weights()
+        if init == "official":
+            self.init_weights()
+        # "kaiming" keeps PyTorch's default init: for training from scratch (no ImageNet file),
+        # where std-0.001 convs under Adam make every early step a ~100% relative weight change.
 
     @staticmethod
     def _make_transition(prev: list[int], cur: list[int]) -> nn.ModuleList:
@@ -145,7 +150,8 @@ class HRNet(nn.Module):
         return layers
 
     def init_weights(self) -> None:
-        """Official backbone init: convs normal(std 0.001), BN weight 1 / bias 0."""
+        """Official backbone init: convs normal(std 0.001), BN weight 1 / bias 0 (meant to be
+        overwritten by ImageNet weights)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, std=0.001)

@@ -8,6 +8,7 @@ Variants:
 - ``*_w32`` / ``*_w48``: the official networks (LOGO-CAP checkpoints load strictly).
 - ``*_small``: width 16, 2 blocks per branch, 1 module per stage; CPU training experiments.
 - ``*_tiny``: width 8, 2 blocks per branch, 1 module per stage; tests and the synthetic benchmark.
+  Both small variants train from scratch, so their backbone keeps PyTorch's default init.
 """
 from __future__ import annotations
 
@@ -55,9 +56,9 @@ def create_model(name: str, num_keypoints: int = 17, **overrides) -> nn.Module:
 _W32 = dict(width=32)
 _W48 = dict(width=48)  # heatmap transition = width (48), offset transition 256 (notes 2.2)
 _SMALL = dict(width=16, stem_channels=32, layer1_planes=32, layer1_blocks=1, num_blocks=2,
-              num_modules=(1, 1, 1), offset_channels=64)
+              num_modules=(1, 1, 1), offset_channels=64, backbone_init="kaiming")
 _TINY = dict(width=8, stem_channels=16, layer1_planes=16, layer1_blocks=1, num_blocks=2,
-             num_modules=(1, 1, 1), offset_channels=32)
+             num_modules=(1, 1, 1), offset_channels=32, backbone_init="kaiming")
 # LOGO-CAP head sizes of the small variants: the official CMP costs ~0.6 GMAC per candidate
 _SMALL_CMP = dict(embed_dim=16, cmp_widths=(64, 32, 32))
 _TINY_CMP = dict(embed_dim=8, cmp_widths=(32, 16, 16))
