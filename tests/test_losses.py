@@ -1,6 +1,4 @@
 """Center-offset losses against hand computations, and build_criterion dispatch."""
-import sys
-import types
 
 import pytest
 import torch
@@ -59,19 +57,13 @@ def test_center_offset_criterion_terms_and_factors():
     assert b["offset"].item() == pytest.approx(50 * a["offset"].item(), rel=1e-5)
 
 
-def test_logocap_models_get_the_logocap_criterion(monkeypatch):
-    seen = {}
+def test_logocap_models_get_the_logocap_criterion():
+    from logocap.losses.logocap import LogoCapCriterion
+    from logocap.meta import CROWDPOSE
 
-    class FakeCriterion:
-        def __init__(self, loss_cfg, decode_cfg):
-            seen["args"] = (loss_cfg, decode_cfg)
-
-    fake = types.ModuleType("logocap.losses.logocap")
-    fake.LogoCapCriterion = FakeCriterion
-    monkeypatch.setitem(sys.modules, "logocap.losses.logocap", fake)
-    model = create_model("logocap_hrnet_tiny", num_keypoints=3)
-    crit = build_criterion(model, {"kam": 0.01}, {"topk": 30})
-    assert isinstance(crit, FakeCriterion)
-    assert seen["args"] == ({"kam": 0.01}, {"topk": 30})
+    model = create_model("logocap_hrnet_tiny", num_keypoints=CROWDPOSE.num_keypoints)
+    crit = build_criterion(model, {"kam": 0.01}, {"topk": 30}, meta=CROWDPOSE)
+    assert isinstance(crit, LogoCapCriterion)
+    assert tuple(crit.sigmas) == CROWDPOSE.sigmas  # the keypoint set's sigmas, not COCO's
     plain = build_criterion(create_model("center_offset_hrnet_tiny", num_keypoints=3), {})
-    assert not isinstance(plain, FakeCriterion)
+    assert not isinstance(plain, LogoCapCriterion)
