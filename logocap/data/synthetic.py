@@ -65,14 +65,17 @@ _TORSO_JOINTS = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 
 PRESETS: dict[str, dict] = {
     # few, well separated people on plain backgrounds
-    "easy": dict(people=(1, 3), height=(0.3, 0.9), xrange=(0.15, 0.85), crowd=False, clutter=(0, 0), distractors=(0, 0),
+    "easy": dict(people=(1, 3), height=(0.3, 0.9), xrange=(0.15, 0.85), crowd=False,
+                 clutter=(0, 0), distractors=(0, 0),
                  plain_bg=True, noise=(0.0, 3.0), blur=(0.0, 0.0), lying=0.05),
     # the main benchmark: up to 8 people, cluttered backgrounds with limb-like distractors
-    "default": dict(people=(1, 8), height=(0.2, 0.95), xrange=(-0.05, 1.05), crowd=False, clutter=(6, 18),
+    "default": dict(people=(1, 8), height=(0.2, 0.95), xrange=(-0.05, 1.05), crowd=False,
+                    clutter=(6, 18),
                     distractors=(1, 5), plain_bg=False, noise=(2.0, 8.0), blur=(0.0, 1.0),
                     lying=0.08),
     # OCHuman-like: people in overlapping groups; every image has a pair with box IoU > 0.5
-    "crowd": dict(people=(2, 8), height=(0.35, 0.95), xrange=(0.0, 1.0), crowd=True, clutter=(4, 12),
+    "crowd": dict(people=(2, 8), height=(0.35, 0.95), xrange=(0.0, 1.0), crowd=True,
+                  clutter=(4, 12),
                   distractors=(1, 4), plain_bg=False, noise=(2.0, 8.0), blur=(0.0, 1.0),
                   lying=0.04),
 }
