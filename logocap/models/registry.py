@@ -57,10 +57,10 @@ _W32 = dict(width=32)
 _W48 = dict(width=48)  # heatmap transition = width (48), offset transition 256 (notes 2.2)
 _SMALL = dict(width=16, stem_channels=32, layer1_planes=32, layer1_blocks=1, num_blocks=2,
               num_modules=(1, 1, 1), offset_channels=64, backbone_init="kaiming",
-              head_init="small")
+              head_init="small", offset_scale=10.0)
 _TINY = dict(width=8, stem_channels=16, layer1_planes=16, layer1_blocks=1, num_blocks=2,
              num_modules=(1, 1, 1), offset_channels=32, backbone_init="kaiming",
-              head_init="small")
+              head_init="small", offset_scale=10.0)
 # LOGO-CAP head sizes of the small variants: the official CMP costs ~0.6 GMAC per candidate
 _SMALL_CMP = dict(embed_dim=16, cmp_widths=(64, 32, 32))
 _TINY_CMP = dict(embed_dim=8, cmp_widths=(32, 16, 16))
