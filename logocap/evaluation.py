@@ -32,6 +32,7 @@ from .utils import LogocapError, atomic_write_text
 __all__ = [
     "COCO_METRIC_NAMES", "CROWDPOSE_METRIC_NAMES", "metric_names", "load_coco_gt", "load_results",
     "poses_to_results", "write_results_json", "coco_evaluate", "evaluate_predictions", "format_table",
+    "ground_truth_poses",
 ]
 
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
@@ -314,3 +315,36 @@ def evaluate_predictions(poses_by_image: dict, coco_gt, meta=None, out_dir: str 
         out_json = Path(out_dir) / "metrics.json"
     return coco_evaluate(results, coco_gt, meta=meta, img_ids=list(poses_by_image),
                          out_json=out_json, verbose=verbose)
+
+
+def ground_truth_poses(dataset, jitter: float = 0.0, seed: int = 0) -> dict:
+    """The ground truth of a val ``CocoPoseDataset`` pushed through the model's coordinate path.
+
+    Each labelled joint goes original px -> network input (the dataset's test-time affine) ->
+    back with the one inverse, optionally plus Gaussian ``jitter`` (original px; the same draw
+    scaled, so more jitter is strictly worse). Unlabelled joints sit at the box centre, never
+    (0, 0). Evaluated with :func:`evaluate_predictions` this must give AP 1 at zero jitter: the
+    check that the harness (resize, inverse, json, COCOeval) is sound.
+    """
+    from .data.transforms import apply_affine, invert_affine, test_transform
+    from .structures import Poses
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for image_id in dataset.image_ids:
+        anns = [a for a in dataset.gt_annotations(image_id) if a.get("num_keypoints", 0) > 0]
+        info = dataset.coco.imgs[image_id]
+        k = dataset.meta.num_keypoints
+        if not anns:
+            out[image_id] = Poses(np.zeros((0, k, 3)), np.zeros(0), dataset.meta, image_id=image_id)
+            continue
+        kp = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), k, 3)
+        box_c = np.array([[a["bbox"][0] + a["bbox"][2] / 2, a["bbox"][1] + a["bbox"][3] / 2] for a in anns])
+        xy = np.where(kp[..., 2:] > 0, kp[..., :2], box_c[:, None, :])
+        M, _ = test_transform(info["height"], info["width"], dataset.input_size)
+        back = apply_affine(apply_affine(xy, M), invert_affine(M))
+        back = back + jitter * rng.standard_normal(back.shape)
+        score = (kp[..., 2:] > 0).astype(np.float64)
+        out[image_id] = Poses(np.concatenate([back, score], -1), np.ones(len(anns)), dataset.meta,
+                              image_id=image_id, image_size=(info["height"], info["width"]))
+    return out

@@ -31,31 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _ground_truth_check(data_root: Path) -> float:
     """Ground truth through the whole coordinate path scores AP 1 (the harness is sound)."""
-    import numpy as np
-
     from ..data.coco import CocoPoseDataset
-    from ..data.transforms import apply_affine, invert_affine
-    from ..evaluation import evaluate_predictions
-    from ..structures import Poses
+    from ..evaluation import evaluate_predictions, ground_truth_poses
 
     ds = CocoPoseDataset(str(data_root / "annotations/person_keypoints_val.json"),
                          str(data_root / "images/val"), mode="val", input_size=256)
-    poses = {}
-    for i, image_id in enumerate(ds.image_ids):
-        anns = [a for a in ds.gt_annotations(image_id) if a.get("num_keypoints", 0) > 0]
-        if not anns:
-            poses[image_id] = Poses.empty(ds.meta, image_id=image_id)
-            continue
-        kp = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), -1, 3)
-        for k, a in zip(kp, anns):  # unlabelled joints: box centre, never (0, 0)
-            x, y, w, h = a["bbox"]
-            k[k[:, 2] == 0, :2] = (x + w / 2, y + h / 2)
-        M = ds[i]["affine"]
-        M = M.numpy() if hasattr(M, "numpy") else np.asarray(M)
-        xy = apply_affine(apply_affine(kp[..., :2], M), invert_affine(M))
-        kps = np.concatenate([xy, np.ones_like(xy[..., :1])], -1)
-        poses[image_id] = Poses(kps, np.ones(len(anns)), ds.meta, image_id=image_id)
-    return float(evaluate_predictions(poses, ds.coco, meta=ds.meta, verbose=False)["AP"])
+    return float(evaluate_predictions(ground_truth_poses(ds), ds.coco, meta=ds.meta, verbose=False)["AP"])
 
 
 def run(args) -> int:
