@@ -1,10 +1,12 @@
 """``logocap demo``: the main job on the embedded default (the synthetic benchmark).
 
-1. generate the synthetic benchmark (default preset) with a preview sheet of its ground truth;
+1. generate the synthetic benchmark (default preset, seed 0) with a preview of its ground truth;
 2. check the coordinate path: ground truth -> test resize -> inverse -> json -> COCOeval = AP 1;
-3. train the small center-offset baseline, then fine-tune LOGO-CAP from it (same backbone);
-4. evaluate both with the official COCOeval and print them side by side;
-5. write annotated predictions for a few validation images into the run folder.
+3. train a small center-offset baseline for a few minutes (learning works on this machine);
+4. evaluate it, and the committed benchmark checkpoints (center-offset baseline and LOGO-CAP,
+   both made by ``python benchmarks/synthetic.py``; see checkpoints/README.md) on the val split
+   with the official COCOeval, side by side;
+5. write LOGO-CAP predictions drawn on validation images into the run folder.
 """
 from __future__ import annotations
 
@@ -13,19 +15,20 @@ import json
 import time
 from pathlib import Path
 
-HELP = "Main job: synthetic benchmark -> train baseline and LOGO-CAP -> evaluate -> pictures."
+HELP = "Main job: synthetic benchmark -> train a baseline -> evaluate it and LOGO-CAP -> pictures."
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints" / "synthetic"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data/synthetic", help="synthetic benchmark folder (made if missing)")
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--train-images", type=int, default=800, help="synthetic training images")
-    p.add_argument("--val-images", type=int, default=100, help="synthetic validation images")
-    p.add_argument("--baseline-epochs", type=int, default=6, help="epochs of the center-offset baseline")
-    p.add_argument("--logocap-epochs", type=int, default=2,
-                   help="epochs of LOGO-CAP fine-tuning from the baseline (the baseline row gets "
-                        "the same number of extra epochs, so both have seen the same data)")
-    p.add_argument("--pictures", type=int, default=6, help="annotated validation images to write")
+    p.add_argument("--train-images", type=int, default=2000, help="synthetic training images")
+    p.add_argument("--val-images", type=int, default=200, help="synthetic validation images")
+    p.add_argument("--epochs", type=int, default=4, help="epochs of the quick center-offset baseline")
+    p.add_argument("--checkpoints", default=str(CHECKPOINTS),
+                   help="folder with the committed benchmark checkpoints (*.pth)")
+    p.add_argument("--pictures", type=int, default=8, help="annotated validation images to write")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
 
 
@@ -43,74 +46,77 @@ def run(args) -> int:
     import torch
 
     from ..engine.recipes import ensure_synthetic, evaluate_run, synthetic_config, train_run
+    from ..utils import LogocapError, atomic_write_text
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.epochs < 1:
+        raise LogocapError(f"--epochs must be >= 1, got {args.epochs}")
     t_start = time.time()
     out, data = Path(args.out), Path(args.data)
     ensure_synthetic(data, "default", args.train_images, args.val_images, 256, seed=0, preview=True)
     gt_ap = _ground_truth_check(data)
     print(f"ground truth through the coordinate path: AP {gt_ap:.3f} (must be 1.000)")
+    if abs(gt_ap - 1.0) > 1e-6:
+        raise RuntimeError(f"ground truth scores AP {gt_ap}, not 1: the evaluation harness is broken")
 
-    total_baseline = args.baseline_epochs + args.logocap_epochs
-    base = synthetic_config("center_offset_hrnet_tiny", data, out / "baseline",
-                            [f"train.epochs={total_baseline}", f"data.max_images={args.train_images}"])
-    base["train"]["eval_every"] = 0
-    # the stage LOGO-CAP starts from: the baseline after `baseline_epochs`
-    stage1 = synthetic_config("center_offset_hrnet_tiny", data, out / "baseline_stage1",
-                              [f"train.epochs={args.baseline_epochs}"])
-    stage1["train"]["eval_every"] = 0
-    print(f"\n== training the center-offset baseline ({args.baseline_epochs} epochs) ==")
-    s1 = train_run(stage1)
-    print(f"\n== fine-tuning LOGO-CAP from it ({args.logocap_epochs} epochs) ==")
-    lc = synthetic_config("logocap_hrnet_tiny", data, out / "logocap",
-                          [f"train.epochs={args.logocap_epochs}",
-                           f"model.pretrained={out / 'baseline_stage1' / 'last.pth'}"])
-    lc["train"]["eval_every"] = 0
-    s_lc = train_run(lc)
-    print(f"\n== baseline, the same {args.logocap_epochs} extra epochs ==")
-    base["model"]["pretrained"] = str(out / "baseline_stage1" / "last.pth")
-    base["train"]["epochs"] = args.logocap_epochs
-    s_b = train_run(base)
+    print(f"\n== training a center-offset baseline for {args.epochs} epochs (HRNet-tiny, 256 px) ==")
+    cfg = synthetic_config("center_offset_hrnet_tiny", data, out / "quick_baseline",
+                           [f"train.epochs={args.epochs}", "train.eval_every=0"])
+    quick = train_run(cfg)
 
-    print("\n== evaluating on the synthetic val split (official COCOeval) ==")
-    rows = {
-        "center-offset baseline": evaluate_run(out / "baseline" / "last.pth", data,
-                                               out_dir=out / "baseline" / "eval"),
-        "LOGO-CAP": evaluate_run(out / "logocap" / "last.pth", data, out_dir=out / "logocap" / "eval"),
-    }
+    print("\n== evaluating on the synthetic val split (official COCOeval, flip test) ==")
+    rows = {f"quick baseline ({args.epochs} ep, {quick['train_minutes']:.1f} min)":
+            evaluate_run(out / "quick_baseline" / "last.pth", data, out_dir=out / "quick_baseline" / "eval")}
+    ckdir = Path(args.checkpoints)
+    committed = {"benchmark baseline": ckdir / "center_offset_hrnet_tiny_256.pth",
+                 "benchmark LOGO-CAP": ckdir / "logocap_hrnet_tiny_256.pth"}
+    for label, path in committed.items():
+        if path.is_file():
+            rows[label] = evaluate_run(path, data, out_dir=out / path.stem / "eval")
+        else:
+            print(f"(no {path}; run benchmarks/synthetic.py to make it)")
     names = ["AP", "AP50", "AP75", "APM", "APL", "AR", "ms_per_image"]
-    print("\n" + f"{'model':<24}" + "".join(f"{n:>9}" for n in names))
+    print("\n" + f"{'model':<34}" + "".join(f"{n:>9}" for n in names[:-1]) + f"{'ms/img':>9}")
     for k, m in rows.items():
-        print(f"{k:<24}" + "".join(f"{m[n]:>9.3f}" if n != "ms_per_image" else f"{m[n]:>9.1f}"
-                                   for n in names))
+        print(f"{k:<34}" + "".join(f"{m[n]:>9.3f}" for n in names[:-1]) + f"{m['ms_per_image']:>9.1f}")
 
-    pics = _pictures(out / "logocap" / "last.pth", data, out / "pictures", args.pictures)
-    summary = {"ground_truth_AP": gt_ap, "results": rows,
-               "train_minutes": {"baseline_stage1": s1["train_minutes"], "logocap": s_lc["train_minutes"],
-                                 "baseline_extra": s_b["train_minutes"]},
-               "pictures": [str(p) for p in pics], "minutes": (time.time() - t_start) / 60}
-    from ..utils import atomic_write_text
+    weights = committed["benchmark LOGO-CAP"]
+    if not weights.is_file():
+        weights = out / "quick_baseline" / "last.pth"
+    pics = _pictures(weights, data, out / "pictures", args.pictures)
+    summary = {"ground_truth_AP": gt_ap, "results": rows, "quick_baseline_train_minutes": quick["train_minutes"],
+               "pictures_from": str(weights), "pictures": [str(p) for p in pics],
+               "minutes": (time.time() - t_start) / 60}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    print(f"\npictures: {out / 'pictures'}; data preview: {data / 'preview_val.png'}; "
-          f"summary: {out / 'summary.json'} ({summary['minutes']:.1f} min)")
+    print(f"\npictures ({weights.stem}): {out / 'pictures'}; ground-truth preview: "
+          f"{data / 'preview_val.png'}; summary: {out / 'summary.json'} ({summary['minutes']:.1f} min)")
     return 0
 
 
 def _pictures(weights: Path, data: Path, out: Path, n: int) -> list[Path]:
-    """Draw LOGO-CAP predictions on the first ``n`` validation images."""
+    """Draw predictions on the first ``n`` validation images, side by side with the ground truth."""
+    import numpy as np
+
+    from ..data.coco import CocoPoseDataset
     from ..data.transforms import load_image
     from ..predict import Predictor
     from ..viz import draw_poses, save_image
 
     pred = Predictor.from_checkpoint(weights)
-    files = sorted((data / "images" / "val").iterdir())[:n]
+    ds = CocoPoseDataset(str(data / "annotations/person_keypoints_val.json"), str(data / "images/val"),
+                         meta=pred.meta, mode="val", input_size=256)
     written = []
-    for f in files:
-        img = load_image(f)
+    for image_id in ds.image_ids[:n]:
+        img = load_image(ds.image_path(image_id))
         poses = pred.predict(img)
-        p = out / f"{f.stem}.logocap.jpg"
-        save_image(p, draw_poses(img, poses, pred.meta, threshold=0.05))
-        poses.save_json(out / f"{f.stem}.poses.json")
+        poses.image_id = image_id
+        keep = poses[poses.scores >= 0.1 * max(1e-12, float(poses.scores.max(initial=0)))]
+        gt = np.array([a["keypoints"] for a in ds.gt_annotations(image_id) if a.get("num_keypoints", 0)],
+                      np.float32).reshape(-1, ds.meta.num_keypoints, 3)
+        pic = np.concatenate([draw_poses(img, gt, ds.meta), draw_poses(img, keep, ds.meta, threshold=0.0)], 1)
+        p = out / f"{image_id:06d}.png"
+        save_image(p, pic)
+        poses.save_json(out / f"{image_id:06d}.poses.json")
         written.append(p)
     return written

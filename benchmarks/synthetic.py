@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Synthetic benchmark: the center-offset baseline, its empirical upper bound, LOGO-CAP and the
+paper's ablations (CVPR 2022 Tables 5 and 7) on one small HRNet, one input size, one schedule.
+
+Protocol (all on CPU, official COCOeval on the synthetic val split, flip test on):
+  stage 1  center_offset_hrnet_tiny from scratch for --stage1-epochs (shared by every row);
+  stage 2  every row fine-tunes stage 1 for --stage2-epochs with its own losses:
+           the baseline keeps the center-offset losses, LOGO-CAP rows add the KAM/OKS and
+           refined-heatmap losses (Table 5 switches), so all rows see the same images;
+  decode   Table 7 rows decode the full LOGO-CAP model with adaptation none / partial / full;
+  bound    supplementary Alg. 1: each joint of each baseline candidate replaced by its best
+           point on the inclusive 11x11 mesh against the ground truth.
+
+Windows at 256 px input: test.window_scale (recipe) multiplies the sigma-scaled local mesh step
+and the Gaussian reweighing sigma; test.global_size sets the global window (see the recipe).
+
+    python benchmarks/synthetic.py                       # full run (about an hour on 2 cores)
+    python benchmarks/synthetic.py --quick               # a few minutes, for a smoke check
+
+Prints a table and writes benchmarks/results/synthetic_<date>.json (date, CPU, threads, commit).
+Finished runs are reused (their folders hold last.pth + summary.json), so it can be re-run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from logocap.engine.recipes import ensure_synthetic, evaluate_run, synthetic_config, train_run  # noqa: E402
+
+METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
+
+# Table 5: (OKS loss, Gaussian reweighing, Attentive Norm)
+TABLE5 = {
+    "(a) OKS": (True, False, False),
+    "(b) reweigh": (False, True, False),
+    "(c) OKS+reweigh": (True, True, False),
+    "(d) OKS+AN": (True, False, True),
+    "(e) reweigh+AN": (False, True, True),
+    "(f) LOGO-CAP full": (True, True, True),
+}
+# Table 7 (notes §3: TEST.ADAPTATION_LEVEL): decode variants of the full model
+TABLE7 = {"none": "center-offset pose, heat scores", "partial": "KAMs only (argmax of the local KAM)",
+          "full": "KEMs + KAMs (LOGO-CAP)"}
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
+            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "commit": commit}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="data/synthetic_bench", help="synthetic benchmark folder")
+    p.add_argument("--out", default="runs/bench_synthetic", help="run folders")
+    p.add_argument("--train-images", type=int, default=2000)
+    p.add_argument("--val-images", type=int, default=200)
+    p.add_argument("--stage1-epochs", type=int, default=20)
+    p.add_argument("--stage2-epochs", type=int, default=3)
+    p.add_argument("--rows", default="all", help="comma list of: baseline,bound,table5,table7 or all")
+    p.add_argument("--quick", action="store_true", help="tiny data and schedule (smoke check)")
+    p.add_argument("--results", default=None, help="JSON path (default benchmarks/results/synthetic_<date>.json)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.train_images, args.val_images, args.stage1_epochs, args.stage2_epochs = 64, 16, 1, 1
+        args.data, args.out = args.data + "_quick", args.out + "_quick"
+    rows_wanted = {"baseline", "bound", "table5", "table7"} if args.rows == "all" else set(args.rows.split(","))
+
+    data, out = Path(args.data), Path(args.out)
+    ensure_synthetic(data, "default", args.train_images, args.val_images, 256, seed=0, preview=True)
+    info = machine_info()
+    results: dict = {"machine": info, "settings": vars(args), "rows": {}}
+    t_all = time.time()
+
+    def save():
+        path = Path(args.results) if args.results else \
+            ROOT / "benchmarks" / "results" / f"synthetic_{info['date'][:10]}{'_quick' if args.quick else ''}.json"
+        from logocap.utils import atomic_write_text
+        atomic_write_text(path, json.dumps(results, indent=1))
+        return path
+
+    # ---- stage 1: the shared center-offset model
+    s1 = synthetic_config("center_offset_hrnet_tiny", data, out / "stage1",
+                          [f"train.epochs={args.stage1_epochs}", "train.eval_every=0"])
+    stage1 = train_run(s1)
+    init = str(out / "stage1" / "last.pth")
+
+    def stage2(name: str, method: str, overrides: list[str]) -> tuple[Path, float]:
+        cfg = synthetic_config(method, data, out / name,
+                               [f"train.epochs={args.stage2_epochs}", "train.eval_every=0",
+                                f"model.pretrained={init}", *overrides])
+        s = train_run(cfg)
+        return out / name / "last.pth", stage1["train_minutes"] + s["train_minutes"]
+
+    def row(label: str, metrics: dict, minutes: float | None, note: str = ""):
+        results["rows"][label] = {**{k: metrics.get(k) for k in METRICS},
+                                  "ms_per_image": metrics.get("ms_per_image"),
+                                  "train_minutes": minutes, "note": note}
+        print(f"  {label}: AP {metrics['AP']:.3f}", flush=True)
+        save()
+
+    if "baseline" in rows_wanted or "bound" in rows_wanted:
+        ck, minutes = stage2("baseline", "center_offset_hrnet_tiny", [])
+        row("baseline", evaluate_run(ck, data, out_dir=out / "baseline" / "eval"), minutes,
+            "center-offset, same schedule")
+        if "bound" in rows_wanted:
+            from logocap.commands.upper_bound import upper_bound_eval
+            from logocap.config import DEFAULTS
+            from logocap.data.coco import CocoPoseDataset
+            from logocap.engine.checkpoint import build_model_from_checkpoint
+
+            model, meta, minfo = build_model_from_checkpoint(ck)
+            test_cfg = {**DEFAULTS["test"], **minfo["config"]["test"]}
+            ds = CocoPoseDataset(str(data / "annotations/person_keypoints_val.json"), str(data / "images/val"),
+                                 meta=meta, mode="val", input_size=256)
+            lc_ws = float(synthetic_config("logocap_hrnet_tiny", data, out)["test"]["window_scale"])
+            for ws in sorted({lc_ws, 1.0}):  # LOGO-CAP's window at this input, and the paper's
+                ub = upper_bound_eval(model, ds, meta, {**test_cfg, "window_scale": ws}, 256,
+                                      out_dir=out / "baseline" / f"bound_ws{ws}", verbose=False)
+                row(f"upper bound (11x11 mesh, window_scale {ws})", ub["upper_bound"], None,
+                    "oracle best mesh point per joint (supplementary Alg. 1)")
+
+    if "table5" in rows_wanted or "table7" in rows_wanted:
+        variants = TABLE5 if "table5" in rows_wanted else {"(f) LOGO-CAP full": TABLE5["(f) LOGO-CAP full"]}
+        for label, (oks, reweigh, an) in variants.items():
+            name = "logocap_" + label.split()[0].strip("()")
+            ov = [f"loss.oks_loss={str(oks).lower()}", f"test.gaussian_reweigh={str(reweigh).lower()}",
+                  f"model.kwargs.attentive_norm={str(an).lower()}"]
+            ck, minutes = stage2(name, "logocap_hrnet_tiny", ov)
+            row(f"Table 5 {label}", evaluate_run(ck, data, out_dir=out / name / "eval"), minutes,
+                f"OKS loss {oks}, reweigh {reweigh}, AttNorm {an}")
+            if label.startswith("(f)") and "table7" in rows_wanted:
+                for level, what in TABLE7.items():
+                    row(f"Table 7 {level}", evaluate_run(ck, data, {"adaptation": level},
+                                                          out_dir=out / name / f"eval_{level}"),
+                        minutes, what)
+
+    results["total_minutes"] = (time.time() - t_all) / 60
+    path = save()
+    print("\n" + f"{'row':<46}" + "".join(f"{m:>7}" for m in METRICS) + f"{'ms/img':>8}{'train min':>10}")
+    for label, r in results["rows"].items():
+        print(f"{label:<46}" + "".join(f"{r[m]:>7.3f}" for m in METRICS)
+              + (f"{r['ms_per_image']:>8.1f}" if r["ms_per_image"] else f"{'-':>8}")
+              + (f"{r['train_minutes']:>10.1f}" if r["train_minutes"] else f"{'-':>10}"))
+    print(f"\nwritten {path}; machine {info}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
