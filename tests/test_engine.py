@@ -136,14 +136,19 @@ def test_resume_without_checkpoint_is_a_clear_error(data, tmp_path):
 
 def test_two_processes_match_one(data, tmp_path):
     """torchrun --nproc_per_node 2 with batch 1 each == one process with batch 2."""
-    T.train(_cfg(data, tmp_path / "one", "train.epochs=2"))
+    # The tiny model with the official parameterisation (std-0.001 backbone, default heads, no
+    # offset multiplier): its gradients sit far above Adam's eps, so float32 reduction-order
+    # noise is not amplified into whole lr-sized steps (see the tolerance note below).
+    official = ["model.kwargs.backbone_init=official", "model.kwargs.head_init=official",
+                "model.kwargs.offset_scale=1.0"]
+    T.train(_cfg(data, tmp_path / "one", "train.epochs=2", *official))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "logocap.cli", "train", "--device", "cpu",
            "--data", str(data), "--out", str(tmp_path / "two"), "--epochs", "2",
            "data.input_size=64", "train.batch_size=1", "train.eval_every=0",
            "data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-           "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"]
+           "data.val_ann=annotations/person_keypoints.json", "data.val_images=images", *official]
     rc, err = _run_group(cmd, env, timeout=180)
     assert rc == 0, err[-3000:]
     one, two = _weights(tmp_path / "one" / "last.pth"), _weights(tmp_path / "two" / "last.pth")
