@@ -77,7 +77,8 @@ def machine_info() -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="data/synthetic_bench", help="synthetic benchmark folder")
+    p.add_argument("--data", default="data/synthetic",
+                   help="synthetic benchmark folder (made if missing; shared with logocap demo)")
     p.add_argument("--out", default="runs/bench_synthetic", help="run folders")
     p.add_argument("--train-images", type=int, default=2000)
     p.add_argument("--val-images", type=int, default=200)

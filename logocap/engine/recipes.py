@@ -21,26 +21,27 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 def ensure_synthetic(root: str | Path, preset: str = "default", num_train: int = 1000,
                      num_val: int = 100, size: int = 256, seed: int = 0, preview: bool = True) -> Path:
-    """Generate the synthetic benchmark into ``root`` unless it is already there (same settings)."""
+    """Generate the synthetic benchmark into ``root`` unless it is already there (same settings,
+    read back from the ``stats.json`` that ``logocap synth`` writes)."""
     from ..data.synthetic import generate_synthetic
 
     root = Path(root)
-    settings = {"preset": preset, "num_train": num_train, "num_val": num_val, "size": size, "seed": seed}
-    stamp = root / "synth_settings.json"
-    ann = [root / "annotations" / f"person_keypoints_{s}.json" for s in ("train", "val")]
-    if all(a.is_file() for a in ann) and stamp.is_file():
-        if json.loads(stamp.read_text()) == settings:
-            print(f"using the synthetic benchmark in {root} ({settings})")
+    want = {"preset": preset, "size": size, "seed": seed, "train": num_train, "val": num_val}
+    stats_file = root / "stats.json"
+    if stats_file.is_file():
+        st = json.loads(stats_file.read_text())
+        have = {"preset": st.get("preset"), "size": st.get("size"), "seed": st.get("seed"),
+                "train": st.get("train", {}).get("images"), "val": st.get("val", {}).get("images")}
+        if have == want:
+            print(f"using the synthetic benchmark in {root} ({want})")
             return root
-        raise LogocapError(f"{root} holds a synthetic benchmark made with other settings "
-                           f"({stamp.read_text().strip()}); choose another --data folder")
+        raise LogocapError(f"{root} holds a synthetic benchmark made with other settings ({have}, "
+                           f"wanted {want}); choose another --data folder")
     if root.exists() and any(root.iterdir()):
         raise LogocapError(f"{root} exists and is not a synthetic benchmark folder; choose another --data")
     t0 = time.time()
     generate_synthetic(root, preset=preset, num_train=num_train, num_val=num_val, size=size,
                        seed=seed, preview=preview, overwrite=True)
-    from ..utils import atomic_write_text
-    atomic_write_text(stamp, json.dumps(settings))
     print(f"generated the synthetic benchmark in {root} in {time.time() - t0:.1f} s")
     return root
 
