@@ -51,7 +51,9 @@ TABLE5 = {
     "(f) LOGO-CAP full": (True, True, True),
 }
 # Table 7 (notes §3: TEST.ADAPTATION_LEVEL): decode variants of the full model
-TABLE7 = {"none": "center-offset pose, heat scores", "partial": "KAMs only (argmax of the local KAM)",
+TABLE7 = {"none": "no adaptation: center-offset pose, heat scores",
+          "kems": "KEMs only: peak of the Gaussian-reweighed global KEM",
+          "partial": "KAMs only: argmax of the local KAM",
           "full": "KEMs + KAMs (LOGO-CAP)"}
 
 
@@ -161,6 +163,19 @@ def main(argv=None) -> int:
                     row(f"Table 7 {level}", evaluate_run(ck, data, {"adaptation": level},
                                                           out_dir=out / name / f"eval_{level}"),
                         minutes, what)
+
+    # slim copies (weights + metadata, no optimizer state) for `logocap demo` and users
+    if not args.quick:
+        from logocap.engine.checkpoint import load_checkpoint
+        from logocap.utils import atomic_torch_save
+        for src, dst in ((out / "baseline" / "last.pth", "center_offset_hrnet_tiny_256.pth"),
+                         (out / "logocap_f" / "last.pth", "logocap_hrnet_tiny_256.pth")):
+            if src.is_file():
+                ck = load_checkpoint(src)
+                for k in ("optimizer", "scheduler", "rng", "scaler"):
+                    ck.pop(k, None)
+                atomic_torch_save(ck, ROOT / "checkpoints" / "synthetic" / dst)
+                results.setdefault("checkpoints", []).append(f"checkpoints/synthetic/{dst}")
 
     results["total_minutes"] = (time.time() - t_all) / 60
     path = save()

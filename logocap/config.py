@@ -83,7 +83,7 @@ DEFAULTS: dict = {
         "center_kernel": 3,  # center NMS max-pool on the input-resolution center map
         "sample_mode": None,  # bilinear gather: None = follow `upsample` (official | clean)
         # LOGO-CAP decoding
-        "adaptation": "full",  # none | partial | full (Table 7)
+        "adaptation": "full",  # none | kems | partial | full (Table 7; see docs/LOGOCAP.md)
         "local_size": 11,
         "global_size": 97,
         "gaussian_reweigh": True,

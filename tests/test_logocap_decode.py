@@ -74,7 +74,7 @@ def test_gaussian_window_truncation():
     assert gaussian_window(97, 8.0).min().item() == 0.0
 
 
-@pytest.mark.parametrize("adaptation", ["none", "partial", "full"])
+@pytest.mark.parametrize("adaptation", ["none", "kems", "partial", "full"])
 def test_decode_batch_shapes(adaptation):
     torch.manual_seed(0)
     model = create_model("logocap_hrnet_tiny").eval()
@@ -86,9 +86,28 @@ def test_decode_batch_shapes(adaptation):
     assert out["poses"].shape == (2, 5, K, 3)
     assert out["scores"].shape == (2, 5) and out["valid"].shape == (2, 5)
     assert torch.isfinite(out["poses"]).all()
-    if adaptation == "full":  # refined joints stay inside the global window around the initial pose
+    if adaptation in ("full", "kems"):  # refined joints stay inside the global window around the initial pose
         d = (out["poses"][..., :2] - out["initial_poses"]).abs()
         assert d.max() <= 15 + 1e-4
     # per-image independence: decoding image 1 alone gives the same result
     one = decode_logocap(model, {k: v[1:] for k, v in fused.items()}, plain["embedding"][1:], COCO, cfg)
     assert torch.allclose(one["poses"][0], out["poses"][1], atol=1e-5)
+
+
+def test_kems_only_moves_each_joint_to_the_reweighed_heat_peak():
+    """Table 7 "KEMs only": no KAM, the joint goes to the peak of (heatmap x Gaussian)."""
+    from logocap.codecs.logocap_decode import decode_logocap as dec
+
+    class NoKam(torch.nn.Module):
+        def kam(self, x):  # must not be called for "kems"
+            raise AssertionError("KAM used")
+
+    B, h = 1, 16
+    heat = torch.zeros(B, K + 1, h, h)
+    heat[0, K, 8, 8] = 1.0  # one center at output (8, 8) -> input (32, 32)
+    offsets = torch.zeros(B, 2 * K, h, h)  # every joint starts at the center
+    heat[0, :K, 9, 10] = 1.0  # all joint heatmaps peak at output (10, 9) -> input (40, 36)
+    cfg = {"adaptation": "kems", "topk": 1, "global_size": 31, "upsample": "aligned",
+           "gaussian_sigma": 16.0, "top2_lambda": 1.0}
+    out = dec(NoKam(), {"heatmaps": heat, "offsets": offsets}, torch.zeros(B, 4, h, h), COCO, cfg)
+    assert torch.allclose(out["poses"][0, 0, :, :2], torch.tensor([40.0, 36.0]).expand(K, 2), atol=1e-4)

@@ -24,7 +24,7 @@ from .mesh import global_offsets, local_mesh, sample_per_channel, bilinear_sampl
 __all__ = ["ADAPTATIONS", "decode_cfg", "sample_mode", "gaussian_window", "local_kems",
            "global_kems", "adapt", "top2", "refine", "decode_logocap"]
 
-ADAPTATIONS = ("none", "partial", "full")
+ADAPTATIONS = ("none", "kems", "partial", "full")
 
 _DEFAULTS = {"topk": 30, "center_threshold": 0.01, "upsample": "official", "adaptation": "full",
              "local_size": 11, "global_size": 97, "gaussian_reweigh": True, "gaussian_sigma": 16.0,
@@ -167,7 +167,9 @@ def decode_logocap(model, fused: dict, embedding: torch.Tensor, meta, cfg: dict 
     candidate with score > 0), centers [B,T,2], center_scores [B,T], initial_poses [B,T,K,2],
     heatmaps_up [B,K+1,H,W]). Invalid candidates keep their initial pose with score 0.
     Adaptation (Table 7): none = initial pose, joint score = heat value x center score;
-    partial = per joint the mesh point of largest KAM, score = that KAM x center score;
+    kems = Table 7 "KEMs only": top-2 of the Gaussian-reweighed global KEM (no KAM),
+    score = that value x center score;
+    partial = per joint the mesh point of largest KAM ("KAMs only"), score = that KAM x center score;
     full = LOGO-CAP, score = top-2 refined response x center score. Pose score = mean of joints.
     """
     cfg = decode_cfg(cfg)
@@ -191,6 +193,16 @@ def decode_logocap(model, fused: dict, embedding: torch.Tensor, meta, cfg: dict 
         values, best = kams.max(-1)  # [N, K]
         joints = mesh.flatten(2, 3).gather(2, best[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
         tick("local_kams")
+    elif cfg["adaptation"] == "kems":
+        # Table 7 "KEMs only": the Gaussian-reweighed global KEM alone (no KAM kernel), top-2
+        size = int(cfg["global_size"])
+        gk = global_kems(up, bi, poses0, size, mode)
+        if cfg["gaussian_reweigh"]:
+            gk = gk * gaussian_window(size, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
+                                      gk.device, gk.dtype)
+        off, values = top2(gk, float(cfg["top2_lambda"]))
+        joints = poses0 + off
+        tick("global_kams")
     else:
         r = refine(model, up, embedding, bi, poses0, meta.sigmas, cfg, clamp=True, timings=timings)
         joints, values = r["joints"], r["values"]
