@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..meta import COCO
 from .blocks import conv_bn_relu
 from .hrnet import HRNet
 
@@ -26,8 +27,9 @@ class CenterOffsetModel(nn.Module):
 
     stride = 4
 
-    def __init__(self, num_keypoints: int = 17, width: int = 32, stem_channels: int = 64,
-                 layer1_planes: int = 64, layer1_blocks: int = 4, num_blocks: int = 4,
+    def __init__(self, num_keypoints: int = COCO.num_keypoints, width: int = 32,
+                 stem_channels: int = 64, layer1_planes: int = 64, layer1_blocks: int = 4,
+                 num_blocks: int = 4,
                  num_modules: Sequence[int] = (1, 4, 3), heatmap_channels: int | None = None,
                  offset_channels: int = 256, backbone_init: str = "official",
                  head_init: str = "official", offset_scale: float = 1.0):

@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..meta import COCO
 from .blocks import BN_MOMENTUM, AttentiveNorm2d, conv_bn_relu
 from .center_offset import CenterOffsetModel
 
@@ -59,7 +60,7 @@ class LogoCapModel(CenterOffsetModel):
     ``message_passing`` ("3+1" or "1", Table 6).
     """
 
-    def __init__(self, num_keypoints: int = 17, *, embed_dim: int = 64,
+    def __init__(self, num_keypoints: int = COCO.num_keypoints, *, embed_dim: int = 64,
                  cmp_widths: Sequence[int] = (512, 256, 128), attentive_norm: bool = True,
                  num_affine: int = 20, message_passing: str = "3+1", **backbone_and_heads):
         super().__init__(num_keypoints, **backbone_and_heads)

@@ -16,6 +16,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..meta import COCO
 from ..utils import LogocapError
 from .center_offset import CenterOffsetModel
 from .logocap import LogoCapModel
@@ -37,7 +38,7 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, num_keypoints: int = 17, **overrides) -> nn.Module:
+def create_model(name: str, num_keypoints: int = COCO.num_keypoints, **overrides) -> nn.Module:
     """Build a registered model; ``overrides`` replace the variant's constructor defaults."""
     if name not in _MODELS:
         raise LogocapError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
@@ -71,40 +72,40 @@ def _build(cls, defaults: dict, num_keypoints: int, overrides: dict) -> nn.Modul
 
 
 @register_model
-def center_offset_hrnet_w32(num_keypoints: int = 17, **kw) -> nn.Module:
+def center_offset_hrnet_w32(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(CenterOffsetModel, _W32, num_keypoints, kw)
 
 
 @register_model
-def center_offset_hrnet_w48(num_keypoints: int = 17, **kw) -> nn.Module:
+def center_offset_hrnet_w48(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(CenterOffsetModel, _W48, num_keypoints, kw)
 
 
 @register_model
-def center_offset_hrnet_small(num_keypoints: int = 17, **kw) -> nn.Module:
+def center_offset_hrnet_small(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(CenterOffsetModel, _SMALL, num_keypoints, kw)
 
 
 @register_model
-def center_offset_hrnet_tiny(num_keypoints: int = 17, **kw) -> nn.Module:
+def center_offset_hrnet_tiny(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(CenterOffsetModel, _TINY, num_keypoints, kw)
 
 
 @register_model
-def logocap_hrnet_w32(num_keypoints: int = 17, **kw) -> nn.Module:
+def logocap_hrnet_w32(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(LogoCapModel, _W32, num_keypoints, kw)
 
 
 @register_model
-def logocap_hrnet_w48(num_keypoints: int = 17, **kw) -> nn.Module:
+def logocap_hrnet_w48(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(LogoCapModel, _W48, num_keypoints, kw)
 
 
 @register_model
-def logocap_hrnet_small(num_keypoints: int = 17, **kw) -> nn.Module:
+def logocap_hrnet_small(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(LogoCapModel, {**_SMALL, **_SMALL_CMP}, num_keypoints, kw)
 
 
 @register_model
-def logocap_hrnet_tiny(num_keypoints: int = 17, **kw) -> nn.Module:
+def logocap_hrnet_tiny(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(LogoCapModel, {**_TINY, **_TINY_CMP}, num_keypoints, kw)
