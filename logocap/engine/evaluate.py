@@ -6,6 +6,7 @@ dispatches here). Both keep the results json and the metrics json in the output 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -36,15 +37,27 @@ def evaluate_model(model, dataset_val, meta, test_cfg: dict, input_size: int, ba
     if verbose:
         from tqdm import tqdm
         bar = tqdm(total=len(ids), desc="evaluating", leave=False, dynamic_ncols=True)
+    skipped = 0
     for start in range(0, len(ids), batch_size):
-        chunk = ids[start:start + batch_size]
-        images = [load_image(dataset_val.image_path(i)) for i in chunk]
+        chunk, images = [], []
+        for i in ids[start:start + batch_size]:
+            try:  # an unreadable image is skipped and counted; the rest are still evaluated
+                images.append(load_image(dataset_val.image_path(i)))
+                chunk.append(i)
+            except LogocapError as e:
+                print(f"warning: skipped: {e}", file=sys.stderr)
+                skipped += 1
         for image_id, poses in zip(chunk, predictor.predict_batch(images)):
             poses_by_image[image_id] = poses
         if bar is not None:
-            bar.update(len(chunk))
+            bar.update(min(batch_size, len(ids) - start))
     if bar is not None:
         bar.close()
+    if skipped:
+        print(f"warning: {skipped} of {len(ids)} images could not be read and are not evaluated",
+              file=sys.stderr)
+    if ids and not poses_by_image:
+        raise LogocapError(f"none of the {len(ids)} validation images could be read")
     metrics = evaluate_predictions(poses_by_image, dataset_val.coco, meta=meta, out_dir=out_dir,
                                    verbose=verbose)
     return metrics, poses_to_results(poses_by_image)
