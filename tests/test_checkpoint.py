@@ -83,3 +83,36 @@ def test_missing_and_corrupt_files(tmp_path):
     torch.save({"not": "weights"}, tmp_path / "junk.pth")
     with pytest.raises(LogocapError, match="no state_dict"):
         build_model_from_checkpoint(tmp_path / "junk.pth", model_name=NAME)
+
+
+def test_malformed_logocap_checkpoint_is_one_clear_error(tmp_path):
+    p = tmp_path / "broken.pth"
+    torch.save({"format": "logocap", "state_dict": {}}, p)
+    with pytest.raises(LogocapError, match="malformed logocap checkpoint: it lacks model_name, meta"):
+        build_model_from_checkpoint(p)
+    torch.save({"format": "logocap", "state_dict": {}, "model_name": "center_offset_hrnet_tiny",
+                "meta": {"name": "x"}}, p)
+    with pytest.raises(LogocapError, match="bad keypoint meta"):
+        build_model_from_checkpoint(p)
+
+
+def test_unreadable_training_image_is_skipped_and_counted(tmp_path, capsys):
+    from pathlib import Path
+
+    from fixtures import make_coco_fixture
+
+    from logocap.config import load_config
+    from logocap.engine.train import build_train_dataset
+
+    ann, images = make_coco_fixture(tmp_path, num_images=3)
+    cfg = load_config(None, [f"data.root={tmp_path}", f"data.train_ann={ann}", f"data.train_images={images}",
+                             "data.input_size=64"])
+    files = sorted(p for p in Path(images).iterdir() if p.is_file())
+    files[0].write_bytes(b"not an image")
+    ds = build_train_dataset(cfg)
+    assert len(ds) == 2 and "skipping 1 unreadable training image" in capsys.readouterr().err
+    ds[0], ds[1]  # the rest still loads
+    for f in files:
+        f.write_bytes(b"")
+    with pytest.raises(LogocapError, match="none of the 3 training images"):
+        build_train_dataset(cfg)

@@ -120,10 +120,16 @@ def build_model_from_checkpoint(ckpt_or_path, model_name: str | None = None, dev
 
     ckpt = load_checkpoint(ckpt_or_path) if not isinstance(ckpt_or_path, dict) else ckpt_or_path
     if ckpt.get("format") == "logocap":
+        missing = [k for k in ("model_name", "meta", "state_dict") if k not in ckpt]
+        if missing:
+            raise LogocapError(f"malformed logocap checkpoint: it lacks {', '.join(missing)}")
         saved = ckpt["model_name"]
         if model_name and model_name != saved:
             raise LogocapError(f"checkpoint is a '{saved}' model, not '{model_name}'")
-        kp_meta = KeypointMeta.from_dict(ckpt["meta"])
+        try:
+            kp_meta = KeypointMeta.from_dict(ckpt["meta"])
+        except (ValueError, TypeError, AttributeError) as e:
+            raise LogocapError(f"malformed logocap checkpoint: bad keypoint meta ({e})") from None
         if meta is not None and not get_meta(meta).same_keypoints(kp_meta):
             raise LogocapError(f"checkpoint predicts the '{kp_meta.name}' keypoints, "
                                f"not '{get_meta(meta).name}'")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -139,13 +140,24 @@ def build_train_dataset(cfg: dict):
 
     d = cfg["data"]
     ann, img = _check_data(cfg, "train")
-    return CocoPoseDataset(
+    ds = CocoPoseDataset(
         str(ann), str(img), meta=_dataset_meta(cfg), mode="train", input_size=d["input_size"],
         max_rotation=d["max_rotation"], min_scale=d["min_scale"], max_scale=d["max_scale"],
         max_translate=d["max_translate"], flip_prob=d["flip_prob"], sigma=d["sigma"],
         center_sigma=d["center_sigma"], bg_weight=d["bg_weight"],
         offset_radius=d["offset_radius"], min_center_area=d["min_center_area"],
         max_images=d["max_images"], seed=cfg["train"]["seed"])
+    # an unreadable image among many is skipped with a warning and counted, not a crash mid-epoch
+    bad = ds.check_images()
+    if bad:
+        if len(bad) == len(ds.image_ids):
+            raise LogocapError(f"none of the {len(bad)} training images in {img} can be read "
+                               f"(first: {bad[0][0]}: {bad[0][1]})")
+        skip = {p for p, _ in bad}
+        ds.image_ids = [i for i in ds.image_ids if str(ds.image_path(i)) not in skip]
+        print(f"warning: skipping {len(bad)} unreadable training image(s), e.g. {bad[0][0]} "
+              f"({bad[0][1]}); training on {len(ds.image_ids)}", file=sys.stderr)
+    return ds
 
 
 def build_val_dataset(cfg: dict):
