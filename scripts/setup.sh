@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/pip install -q "torch==${LOGOCAP_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import torch" # fail loudly if the install did not work
+  .venv/bin/python -W ignore -c "import torch" # fail loudly if the install did not work
 fi
 .venv/bin/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 # CrowdPose evaluation: xtcocotools' PyPI wheels break with numpy 2, so build it from source
