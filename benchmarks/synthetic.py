@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     def row(label: str, metrics: dict, minutes: float | None, note: str = ""):
         results["rows"][label] = {**{k: metrics.get(k) for k in METRICS},
                                   "ms_per_image": metrics.get("ms_per_image"),
-                                  "train_minutes": minutes, "note": note}
+                                  "train_minutes": minutes, "note": note,
+                                  "commit": info["commit"], "date": info["date"]}
         print(f"  {label}: AP {metrics['AP']:.3f}", flush=True)
         save()
 
