@@ -24,21 +24,17 @@ Finished runs are reused (their folders hold last.pth + summary.json), so it can
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from logocap.engine.recipes import ensure_synthetic, evaluate_run, synthetic_config, train_run  # noqa: E402
+from logocap.utils import machine_info  # noqa: E402
 
 METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR")
 
@@ -56,25 +52,6 @@ TABLE7 = {"none": "no adaptation: center-offset pose, heat scores",
           "kems": "KEMs only: peak of the Gaussian-reweighed global KEM",
           "partial": "KAMs only: argmax of the local KAM",
           "full": "KEMs + KAMs (LOGO-CAP)"}
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "commit": commit}
 
 
 def main(argv=None) -> int:

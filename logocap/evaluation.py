@@ -18,7 +18,6 @@ Conventions (see docs/EVALUATION.md):
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 from pathlib import Path

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["LogocapError", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save"]
+__all__ = ["LogocapError", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save", "machine_info"]
 
 
 class LogocapError(Exception):
@@ -53,3 +53,30 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     _atomic_write(path, buf.getvalue())
+
+
+def machine_info() -> dict:
+    """Date, CPU, cores, torch threads, torch version and git commit: the header of every
+    benchmark JSON, so results from different days and machines can be told apart."""
+    import datetime as dt
+    import platform
+    import subprocess
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
+            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "commit": commit}

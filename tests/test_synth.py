@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO as CocoApi
 
 from logocap.data import synthetic as S

@@ -125,7 +125,6 @@ def bilinear_gather(maps: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     Unlike ``grid_sample`` each channel is read at its own point (joint j on heatmap j).
     """
     b, c, h, w = maps.shape
-    n = pts.shape[1]
     x = pts[..., 0].clamp(0, w - 1)
     y = pts[..., 1].clamp(0, h - 1)
     x0, y0 = x.floor(), y.floor()

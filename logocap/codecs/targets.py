@@ -79,7 +79,6 @@ def encode_targets(keypoints: np.ndarray, areas: np.ndarray, ignore_mask: np.nda
     areas = np.asarray(areas, dtype=np.float64).reshape(-1)
     if len(areas) != len(kp):
         raise ValueError(f"{len(kp)} people but {len(areas)} areas")
-    M = len(kp)
 
     def inside(xy):  # the official test: 0 <= x < w and 0 <= y < h
         return (xy[..., 0] >= 0) & (xy[..., 1] >= 0) & (xy[..., 0] < w) & (xy[..., 1] < h)

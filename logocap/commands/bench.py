@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from ..utils import LogocapError, atomic_write_text
+from ..utils import LogocapError, atomic_write_text, machine_info
 
 HELP = "Speed benchmark (Table 4 breakdown) of a model: `logocap bench speed --model NAME`."
 BUCKETS = ("backbone", "local_kems", "local_kams", "global_kams", "rest")
@@ -99,7 +99,7 @@ def run(args) -> int:
     report = {"model": args.model, "size": args.size, "device": args.device,
               "threads": torch.get_num_threads(), "iters": args.iters, "weights": "random",
               "note": "embedding conv counted in local_kams; heatmap upsampling in local_kems",
-              "rows": rows}
+              "rows": rows, "machine": machine_info()}
     print(f"{args.model} {args.size}x{args.size} on {args.device}, {report['threads']} thread(s), "
           f"random weights, ms per image (mean of {args.iters})")
     print(f"{'#persons':>8s} " + " ".join(f"{b:>11s}" for b in BUCKETS + ("total",)))
