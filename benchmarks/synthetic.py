@@ -114,12 +114,11 @@ def main(argv=None) -> int:
             "center-offset, same schedule")
         if "bound" in rows_wanted:
             from logocap.commands.upper_bound import upper_bound_eval
-            from logocap.config import DEFAULTS
             from logocap.data.coco import CocoPoseDataset
-            from logocap.engine.checkpoint import build_model_from_checkpoint
+            from logocap.engine.checkpoint import build_model_from_checkpoint, checkpoint_test_config
 
             model, meta, minfo = build_model_from_checkpoint(ck)
-            test_cfg = {**DEFAULTS["test"], **minfo["config"]["test"]}
+            test_cfg = checkpoint_test_config(minfo)
             ds = CocoPoseDataset(str(data / "annotations/person_keypoints_val.json"), str(data / "images/val"),
                                  meta=meta, mode="val", input_size=256)
             for ws in (0.5, 1.0):  # half the paper's window (the 256 px study) and the paper's

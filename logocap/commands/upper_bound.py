@@ -106,7 +106,7 @@ def upper_bound_eval(model, dataset, meta, test_cfg: dict, input_size: int, batc
 def run(args) -> int:
     from ..config import DEFAULTS
     from ..data.coco import CocoPoseDataset
-    from ..engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+    from ..engine.checkpoint import build_model_from_checkpoint, checkpoint_test_config, load_checkpoint
     from ..evaluation import metric_names
     from ..utils import atomic_write_text
 
@@ -121,8 +121,7 @@ def run(args) -> int:
         raise LogocapError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, meta, info = build_model_from_checkpoint(load_checkpoint(args.weights), args.model, args.device)
     size = args.size or info.get("input_size") or 512
-    test_cfg = dict(DEFAULTS["test"])
-    test_cfg.update(((info.get("config") or {}).get("test") or {}))
+    test_cfg = checkpoint_test_config(info)
     ds = CocoPoseDataset(ann, images, meta, mode="val", input_size=size, max_images=args.max_images)
     res = upper_bound_eval(model, ds, meta, test_cfg, size, args.batch_size, args.device, args.out)
     names = metric_names(meta)

@@ -151,3 +151,13 @@ def build_model_from_checkpoint(ckpt_or_path, model_name: str | None = None, dev
     load_weights(model, extract_state_dict(ckpt), what="checkpoint")
     model.to(device).eval()
     return model, kp_meta, info
+
+
+def checkpoint_test_config(info: dict, overrides: dict | None = None) -> dict:
+    """Test settings for a rebuilt model: defaults < the checkpoint's own config < ``overrides``."""
+    from ..config import DEFAULTS
+
+    cfg = dict(DEFAULTS["test"])
+    cfg.update(((info.get("config") or {}).get("test")) or {})
+    cfg.update(overrides or {})
+    return cfg

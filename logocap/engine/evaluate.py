@@ -95,19 +95,18 @@ def run_model_eval(args) -> int:
     """
     import json
 
-    from ..config import DEFAULTS, load_config
+    from ..config import load_config
     from ..data.coco import CocoPoseDataset
     from ..predict import default_input_size
     from ..utils import atomic_write_text
-    from .checkpoint import build_model_from_checkpoint, load_checkpoint
+    from .checkpoint import build_model_from_checkpoint, checkpoint_test_config, load_checkpoint
 
     overrides = list(getattr(args, "overrides", None) or [])
     device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
     ckpt = load_checkpoint(args.weights)
     model, meta, info = build_model_from_checkpoint(ckpt, getattr(args, "model", None), device)
 
-    test_cfg = dict(DEFAULTS["test"])
-    test_cfg.update(((info.get("config") or {}).get("test")) or {})
+    test_cfg = checkpoint_test_config(info)
     if getattr(args, "config", None) or overrides:
         test_cfg.update(load_config(args.config, overrides)["test"])
     flip = getattr(args, "flip", None)

@@ -83,15 +83,12 @@ def evaluate_run(checkpoint: str | Path, data_root: str | Path, test_overrides: 
                  out_dir: str | Path | None = None, split: str = "val", verbose: bool = False) -> dict:
     """COCOeval metrics of a checkpoint on the synthetic val split, plus ms per image."""
     from ..data.coco import CocoPoseDataset
-    from ..config import DEFAULTS
-    from .checkpoint import build_model_from_checkpoint, load_checkpoint
+    from .checkpoint import build_model_from_checkpoint, checkpoint_test_config, load_checkpoint
     from .evaluate import evaluate_model
 
     ckpt = load_checkpoint(checkpoint)
     model, meta, info = build_model_from_checkpoint(ckpt, None, "cpu")
-    test_cfg = dict(DEFAULTS["test"])
-    test_cfg.update(((info.get("config") or {}).get("test")) or {})
-    test_cfg.update(test_overrides or {})
+    test_cfg = checkpoint_test_config(info, test_overrides)
     root = Path(data_root)
     size = int(info.get("input_size") or 256)
     dataset = CocoPoseDataset(str(root / "annotations" / f"person_keypoints_{split}.json"),
