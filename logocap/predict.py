@@ -121,6 +121,10 @@ class Predictor:
             fused, plain = run_with_flip(self.model, batch, self.meta, cfg.get("flip_shift", "official"))
         else:
             fused = plain = self.model(batch)
+        bad = [k for k, v in plain.items() if not torch.isfinite(v).all()]
+        if bad:  # a diverged or broken checkpoint: say so instead of decoding garbage
+            raise LogocapError(f"the model produced non-finite values (NaN/Inf) in {', '.join(bad)}: "
+                               "its weights are broken (diverged training or a damaged file)")
         if hasattr(self.model, "kam"):  # LOGO-CAP
             from .codecs.logocap_decode import decode_logocap
             res = decode_logocap(self.model, fused, plain["embedding"], self.meta, cfg)
