@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .mesh import sample_per_channel  # the one per-channel bilinear gather
 from .nms import center_nms, pose_nms
 
 __all__ = ["run_with_flip", "flip_fuse", "upsample_heatmaps", "center_nms", "offsets_to_poses",
@@ -124,21 +125,9 @@ def bilinear_gather(maps: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
     points are clamped to the map (border values outside). Returns [B, N, C].
     Unlike ``grid_sample`` each channel is read at its own point (joint j on heatmap j).
     """
-    b, c, h, w = maps.shape
-    x = pts[..., 0].clamp(0, w - 1)
-    y = pts[..., 1].clamp(0, h - 1)
-    x0, y0 = x.floor(), y.floor()
-    fx, fy = x - x0, y - y0
-    x0, y0 = x0.long(), y0.long()
-    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    flat = maps.reshape(b, c, h * w)
-
-    def at(yy, xx):  # [B, N, C] indices -> values
-        idx = (yy * w + xx).permute(0, 2, 1)  # [B, C, N]
-        return flat.gather(2, idx).permute(0, 2, 1)
-
-    return ((1 - fy) * ((1 - fx) * at(y0, x0) + fx * at(y0, x1))
-            + fy * ((1 - fx) * at(y1, x0) + fx * at(y1, x1)))
+    b, n, c, _ = pts.shape
+    rows = torch.arange(b, device=maps.device).repeat_interleave(n)
+    return sample_per_channel(maps, rows, pts.reshape(b * n, c, 2), "clean").reshape(b, n, c)
 
 
 def joint_scores(heatmaps_up: torch.Tensor, poses: torch.Tensor, center_scores: torch.Tensor):
