@@ -78,6 +78,7 @@ DEFAULTS: dict = {
         "nms_threshold": 0.05,
         "nms_num_joints": None,  # None = K // 2 (8 for COCO-17, as the released code)
         "max_people": 30,
+        "pose_nms": "official",  # official (the released nms_core walk) | greedy (score-ordered)
         "upsample": "official",  # official (align_corners=False) | aligned
         "flip_shift": "official",  # official (no shift, as released) | aligned (undo the 0.75 px flip shift)
         "center_kernel": 3,  # center NMS max-pool on the input-resolution center map

@@ -44,9 +44,9 @@ class Predictor:
     """Run a pose model on RGB uint8 images.
 
     ``test_cfg``: keys of ``config.DEFAULTS["test"]`` (flip, topk, center_threshold, nms_threshold,
-    nms_num_joints, max_people, upsample, LOGO-CAP decoding keys), plus optionally ``flip_shift``
-    ("official" | "aligned", see ``codecs.decode.flip_fuse``). ``normalization``: {"mean", "std"}
-    (RGB, for [0, 1] images), ImageNet by default.
+    nms_num_joints, max_people, pose_nms, upsample, LOGO-CAP decoding keys), plus optionally
+    ``flip_shift`` ("official" | "aligned", see ``codecs.decode.flip_fuse``). ``normalization``:
+    {"mean", "std"} (RGB, for [0, 1] images), ImageNet by default.
     """
 
     def __init__(self, model: torch.nn.Module, meta: KeypointMeta | str = "coco", input_size: int = 512,
@@ -131,7 +131,7 @@ class Predictor:
         else:
             res = decode_center_offset(fused, self.meta, cfg)
         res["keep"] = pose_nms(res["poses"], res["scores"], res["valid"], cfg["nms_threshold"],
-                               cfg["nms_num_joints"], cfg["max_people"])
+                               cfg["nms_num_joints"], cfg["max_people"], cfg["pose_nms"])
         return res
 
     def predict_batch(self, images) -> list[Poses]:

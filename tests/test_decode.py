@@ -164,20 +164,27 @@ def test_pose_nms_duplicates_and_cap():
     poses = torch.cat([near, base, far, half, eight], dim=1)  # [1, 5, K, 2]
     scores = torch.tensor([[0.5, 0.9, 0.4, 0.3, 0.2]])
     valid = torch.ones(1, 5, dtype=torch.bool)
-    keep = pose_nms(poses, scores, valid, 0.05, 8, 30)
+    keep = pose_nms(poses, scores, valid, 0.05, 8, 30, method="greedy")
     assert keep.tolist() == [[False, True, True, False, True]]
+    # the released procedure differs on `eight`: walking it, its own (wider) box makes `half` a
+    # duplicate; `half` is the group's best but already suppressed, so `eight` is dropped too
+    assert pose_nms(poses, scores, valid, 0.05, 8, 30).tolist() == [[False, True, True, False, False]]
     # the higher-scored duplicate wins whatever its index
     scores2 = torch.tensor([[0.95, 0.9, 0.4, 0.3, 0.2]])
-    assert pose_nms(poses, scores2, valid, 0.05, 8, 30).tolist() == [[True, False, True, False, True]]
+    assert pose_nms(poses, scores2, valid, 0.05, 8, 30,
+                    method="greedy").tolist() == [[True, False, True, False, True]]
     # invalid candidates neither survive nor suppress
     valid3 = torch.tensor([[True, False, True, True, True]])
-    assert pose_nms(poses, scores, valid3, 0.05, 8, 30).tolist() == [[True, False, True, False, True]]
+    assert pose_nms(poses, scores, valid3, 0.05, 8, 30,
+                    method="greedy").tolist() == [[True, False, True, False, True]]
     # cap by score
-    assert pose_nms(poses, scores, valid, 0.05, 8, 2).tolist() == [[False, True, True, False, False]]
+    assert pose_nms(poses, scores, valid, 0.05, 8, 2,
+                    method="greedy").tolist() == [[False, True, True, False, False]]
 
 
 def test_pose_nms_chain_is_greedy():
     # A suppresses B, B would suppress C, C is not a duplicate of A: greedy keeps A and C.
+    # (The released procedure, the default, keeps B and A here: tests/test_pose_nms.py.)
     a = torch.zeros(1, 1, K, 2)
     a[..., 0] = torch.linspace(0, 100, K)
     b = a.clone()
@@ -186,7 +193,7 @@ def test_pose_nms_chain_is_greedy():
     c[..., 0] += 8.0
     poses = torch.cat([c, b, a], 1)
     keep = pose_nms(poses, torch.tensor([[0.1, 0.5, 0.9]]), torch.ones(1, 3, dtype=torch.bool),
-                    threshold=0.05, num_joints=8)  # 0.05 x diag 100 = 5 px
+                    threshold=0.05, num_joints=8, method="greedy")  # 0.05 x diag 100 = 5 px
     assert keep.tolist() == [[True, False, True]]
 
 

@@ -145,7 +145,8 @@ def joint_scores(heatmaps_up: torch.Tensor, poses: torch.Tensor, center_scores: 
 # --------------------------------------------------------------------------- full decode
 def _cfg(cfg: dict | None) -> dict:
     base = {"topk": 30, "center_threshold": 0.01, "upsample": "official", "flip_shift": "official",
-            "nms_threshold": 0.05, "nms_num_joints": None, "max_people": 30, "center_kernel": 3}
+            "nms_threshold": 0.05, "nms_num_joints": None, "max_people": 30, "center_kernel": 3,
+            "pose_nms": "official"}
     base.update(cfg or {})
     return base
 

@@ -68,7 +68,7 @@ def time_once(model, image, meta, cfg, device) -> dict:
     _sync(device)
     t2 = time.perf_counter()
     keep = pose_nms(res["poses"], res["scores"], res["valid"], cfg["nms_threshold"],
-                    cfg["nms_num_joints"], cfg["max_people"])
+                    cfg["nms_num_joints"], cfg["max_people"], cfg["pose_nms"])
     to_original(res["poses"], torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]], device=device))
     _ = keep.sum().item()
     t["rest"] = time.perf_counter() - t2

@@ -87,7 +87,7 @@ def upper_bound_eval(model, dataset, meta, test_cfg: dict, input_size: int, batc
         best = oracle_refine_batched(mesh, gt, areas, meta.sigmas, mask)
         oracle = torch.cat((best, res["poses"][..., 2:]), dim=-1)
         keep_o = pose_nms(oracle, res["scores"], res["valid"], cfg["nms_threshold"],
-                          cfg["nms_num_joints"], cfg["max_people"])
+                          cfg["nms_num_joints"], cfg["max_people"], cfg["pose_nms"])
         for name, poses, keep in (("baseline", res["poses"], res["keep"]), ("upper_bound", oracle, keep_o)):
             orig = to_original(poses, batch["affine"].to(poses.device)).float().cpu().numpy()
             k, s = keep.cpu().numpy(), res["scores"].float().cpu().numpy()
