@@ -1,0 +1,197 @@
+"""Adaptive convolution in pure PyTorch: the DEKR AdaptBlock (the "ART" unit of the HRNet
+bottom-up paper, a pixel-wise spatial transformer), with no torchvision and no compiled extension.
+
+At every output pixel p a 3x3 conv predicts a 2x2 matrix A(p) and another a translation t(p); the
+nine taps of a 3x3 kernel are read at p + A(p) r_k + t(p) instead of p + r_k, where
+r_k = (dy_k, dx_k) in {-1, 0, 1}^2 is the regular grid R (tap k = 3 i + j for kernel row i,
+column j). In the offset form of a deformable convolution this is offset_k = A r_k - r_k + t
+(DEKR issue #21: the regular grid is subtracted because a deformable conv adds it back).
+
+Sampling is bilinear with zeros outside the map (the deformable-conv rule: a corner outside the
+map contributes 0). Implementation: ONE ``grid_sample`` call reads all nine taps of every pixel
+(``[B, C, 9 H, W]``), then ONE matmul mixes them with the kernel (im2col of the sampled taps).
+Both ops are differentiable in the input and the sampling positions, run on CPU and GPU, and
+export to ONNX (GridSample, opset >= 16).
+
+Vector convention: A and t act on (dy, dx) vectors, as in the released module: channel 2 r + c
+of ``transform_matrix_conv`` is A[r, c], channel 0 / 1 of ``translation_conv`` is t_y / t_x.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import BN_MOMENTUM
+
+__all__ = ["regular_grid", "sample_taps", "deform_conv2d", "adaptive_conv2d", "DeformConv2d",
+           "AdaptBlock"]
+
+
+def regular_grid(kernel_size: int = 3, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The regular kernel grid R [2, k*k]: row 0 = dy, row 1 = dx, tap index = i * k + j.
+
+    For k = 3: dy = [-1,-1,-1, 0,0,0, 1,1,1], dx = [-1,0,1, -1,0,1, -1,0,1] (the released
+    ``regular_matrix`` buffer).
+    """
+    r = torch.arange(kernel_size, dtype=dtype, device=device) - (kernel_size - 1) / 2
+    dy = r.repeat_interleave(kernel_size)
+    dx = r.repeat(kernel_size)
+    return torch.stack([dy, dx])
+
+
+def sample_taps(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of every channel of ``x`` at the positions (py, px), zeros outside.
+
+    x [B, C, H, W]; py, px [B, T, H', W'] in pixels of ``x`` (pixel centres at integers).
+    Returns [B, C, T, H', W']. One ``grid_sample`` (align_corners=False, so the pixel ->
+    normalised mapping is (2 p + 1) / size - 1 and works for maps of width or height 1).
+    """
+    b, c, h, w = x.shape
+    t, ho, wo = py.shape[1:]
+    gx = (2.0 * px + 1.0) / w - 1.0
+    gy = (2.0 * py + 1.0) / h - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(b, t * ho, wo, 2).to(x.dtype)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(b, c, t, ho, wo)
+
+
+def _mix(taps: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """taps [B, C, k*k, H, W] x weight [O, C, k, k] -> [B, O, H, W]: one matmul (im2col form)."""
+    b, c, kk, h, w = taps.shape
+    o = weight.shape[0]
+    out = torch.matmul(weight.reshape(o, c * kk), taps.reshape(b, c * kk, h * w))
+    out = out.reshape(b, o, h, w)
+    return out if bias is None else out + bias.view(1, o, 1, 1)
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor) -> int:
+    if x.dim() != 4:
+        raise ValueError(f"adaptive conv expects [B, C, H, W] input, got {tuple(x.shape)}")
+    if weight.dim() != 4 or weight.shape[1] != x.shape[1] or weight.shape[2] != weight.shape[3] \
+            or weight.shape[2] % 2 == 0:
+        raise ValueError(f"kernel {tuple(weight.shape)} does not fit an input of {x.shape[1]} "
+                         "channels (expected [O, C, k, k] with odd k)")
+    return weight.shape[2]
+
+
+def _base(x: torch.Tensor):
+    h, w = x.shape[-2:]
+    ys = torch.arange(h, dtype=x.dtype, device=x.device).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, 1, w)
+    return ys, xs
+
+
+def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor | None = None, dilation: int = 1) -> torch.Tensor:
+    """Deformable k x k convolution (stride 1, padding = dilation * (k // 2): same-size output).
+
+    offset [B, 2 k*k, H, W] in the torchvision layout: channels (2 n, 2 n + 1) = (dy, dx) of tap n.
+    Tap n of pixel p is read at p + dilation * r_n + offset_n. With a zero offset this is
+    ``F.conv2d(x, weight, bias, padding=dilation * (k // 2), dilation=dilation)``.
+    """
+    k = _check(x, weight)
+    b, _, h, w = x.shape
+    if offset.shape != (b, 2 * k * k, h, w):
+        raise ValueError(f"offset must be [{b}, {2 * k * k}, {h}, {w}], got {tuple(offset.shape)}")
+    r = regular_grid(k, x.dtype, x.device) * dilation  # [2, kk]
+    off = offset.reshape(b, k * k, 2, h, w)
+    ys, xs = _base(x)
+    py = ys + r[0].view(1, -1, 1, 1) + off[:, :, 0]
+    px = xs + r[1].view(1, -1, 1, 1) + off[:, :, 1]
+    return _mix(sample_taps(x, py, px), weight, bias)
+
+
+def adaptive_conv2d(x: torch.Tensor, transform: torch.Tensor, translation: torch.Tensor,
+                    weight: torch.Tensor, bias: torch.Tensor | None = None,
+                    grid: torch.Tensor | None = None) -> torch.Tensor:
+    """The adaptive convolution: tap n of pixel p is read at p + A(p) r_n + t(p).
+
+    transform [B, 4, H, W] (channel 2 r + c = A[r, c], acting on (dy, dx)); translation
+    [B, 2, H, W] (t_y, t_x); weight [O, C, k, k]; ``grid`` = R [2, k*k] (default
+    :func:`regular_grid`; a dilated grid is 2 R). Equals :func:`deform_conv2d` with
+    offset_n = A r_n - r_n + t, but forms the positions directly. A = I, t = 0 is a plain conv.
+    """
+    k = _check(x, weight)
+    b, _, h, w = x.shape
+    if transform.shape != (b, 4, h, w) or translation.shape != (b, 2, h, w):
+        raise ValueError(f"transform / translation must be [{b}, 4 / 2, {h}, {w}], got "
+                         f"{tuple(transform.shape)} / {tuple(translation.shape)}")
+    r = regular_grid(k, x.dtype, x.device) if grid is None else grid.to(x.dtype)
+    a = transform.reshape(b, 2, 2, 1, h, w)
+    ar = (a * r.view(1, 1, 2, -1, 1, 1)).sum(2)  # (A r_n) [B, 2, kk, H, W]
+    ys, xs = _base(x)
+    py = ys + ar[:, 0] + translation[:, 0:1]
+    px = xs + ar[:, 1] + translation[:, 1:2]
+    return _mix(sample_taps(x, py, px), weight, bias)
+
+
+class DeformConv2d(nn.Module):
+    """A k x k deformable conv (stride 1, same-size output) holding only ``weight`` (+ ``bias``),
+    so its state_dict keys match torchvision's ``DeformConv2d`` (``adapt_conv.weight``).
+
+    ``forward(x, offset)`` takes torchvision-layout offsets; :class:`AdaptBlock` calls
+    :func:`adaptive_conv2d` with its weight directly.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 dilation: int = 1, bias: bool = False):
+        super().__init__()
+        self.dilation = int(dilation)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        # the initialisation of nn.Conv2d / torchvision's DeformConv2d
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        return deform_conv2d(x, offset, self.weight, self.bias, self.dilation)
+
+
+class AdaptBlock(nn.Module):
+    """DEKR's adaptive residual block: adaptive 3x3 conv (no bias) -> BN -> + x -> ReLU.
+
+    Attribute names are the released ones (``regular_matrix``, ``transform_matrix_conv``,
+    ``translation_conv``, ``adapt_conv``, ``bn``), so DEKR checkpoints load strictly.
+
+    Released init (``zero_transform=True``): A and t convs at zero, i.e. A = 0 and t = 0, which
+    reads all nine taps at p itself: the block starts as a 1x1 conv with the summed kernel
+    (not as a plain 3x3 conv). The deformation is then learnt. Dilation 1 only (every released
+    DEKR config).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = None,
+                 zero_transform: bool = True):
+        super().__init__()
+        out_channels = out_channels or in_channels
+        if out_channels != in_channels:
+            raise ValueError(f"AdaptBlock is residual: in and out channels must match, got "
+                             f"{in_channels} -> {out_channels}")
+        self.register_buffer("regular_matrix", regular_grid(3))
+        self.transform_matrix_conv = nn.Conv2d(in_channels, 4, 3, 1, 1, bias=True)
+        self.translation_conv = nn.Conv2d(in_channels, 2, 3, 1, 1, bias=True)
+        self.adapt_conv = DeformConv2d(in_channels, out_channels, 3)
+        self.bn = nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM)
+        self.relu = nn.ReLU(inplace=True)
+        if zero_transform:
+            for m in (self.transform_matrix_conv, self.translation_conv):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """The torchvision-layout offsets A r - r + t [B, 18, H, W] (for inspection and tests)."""
+        b, _, h, w = x.shape
+        a = self.transform_matrix_conv(x).reshape(b, 2, 2, 1, h, w)
+        r = self.regular_matrix
+        ar = (a * r.view(1, 1, 2, -1, 1, 1)).sum(2)  # [B, 2, 9, H, W]
+        off = ar - r.view(1, 2, -1, 1, 1) + self.translation_conv(x).view(b, 2, 1, h, w)
+        return off.permute(0, 2, 1, 3, 4).reshape(b, 18, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = adaptive_conv2d(x, self.transform_matrix_conv(x), self.translation_conv(x),
+                              self.adapt_conv.weight, grid=self.regular_matrix)
+        return self.relu(self.bn(out) + x)
