@@ -1,4 +1,5 @@
-"""logocap: bottom-up multi-person human pose estimation (LOGO-CAP, center-offset, DEKR family, SAR)."""
+"""logocap: bottom-up multi-person human pose estimation with LOGO-CAP and the center-offset baseline
+on HRNet backbones (the DEKR family and SAR are planned, not yet implemented)."""
 __version__ = "0.1.0"
 
 from .meta import COCO, CROWDPOSE, KeypointMeta, get_meta  # noqa: E402,F401

@@ -14,7 +14,7 @@ import yaml
 
 from .utils import LogocapError
 
-__all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config"]
+__all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config", "validate_test_cfg"]
 
 # Every key a config may set, with its default. Unknown keys are an error (typos must not pass).
 DEFAULTS: dict = {
@@ -161,3 +161,53 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(cfg: dict) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+# ------------------------------------------------------------------------------- test settings
+def _number(cfg: dict, key: str, integer: bool = False):
+    v = cfg[key]
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok or (not integer and v != v):  # bools are ints; v != v: NaN
+        raise LogocapError(f"test.{key} must be {'an integer' if integer else 'a number'}, got {v!r}")
+    return v
+
+
+def validate_test_cfg(test: dict) -> dict:
+    """Check the test (decoding) settings up front; LogocapError naming the first bad key.
+
+    Called by every verb that decodes (predict, eval, train, upper-bound) before any model runs,
+    so a bad value is one clear line instead of a traceback or a silent AP of 0. Only the keys
+    present are checked (a partial dict is fine). Returns ``test`` unchanged.
+    """
+    from .codecs.decode import FLIP_SHIFTS, UPSAMPLE_MODES
+    from .codecs.logocap_decode import ADAPTATIONS
+    from .codecs.mesh import SAMPLE_MODES
+
+    t = dict(test or {})
+    choices = {"upsample": UPSAMPLE_MODES, "flip_shift": FLIP_SHIFTS, "adaptation": ADAPTATIONS,
+               "sample_mode": (None,) + tuple(SAMPLE_MODES), "pose_nms": ("official", "greedy")}
+    for key, allowed in choices.items():
+        if key in t and t[key] not in allowed:
+            names = ", ".join("null" if a is None else str(a) for a in allowed)
+            raise LogocapError(f"test.{key} must be one of {names}; got {t[key]!r}")
+    for key in ("flip", "gaussian_reweigh"):
+        if key in t and not isinstance(t[key], bool):
+            raise LogocapError(f"test.{key} must be true or false, got {t[key]!r}")
+    for key in ("topk", "max_people"):
+        if key in t and _number(t, key, integer=True) < 1:
+            raise LogocapError(f"test.{key} must be >= 1, got {t[key]}")
+    if t.get("nms_num_joints") is not None and _number(t, "nms_num_joints", integer=True) < 0:
+        raise LogocapError(f"test.nms_num_joints must be >= 0 or null, got {t['nms_num_joints']}")
+    for key, low in (("center_kernel", 1), ("local_size", 1), ("global_size", 3)):
+        if key in t:
+            v = _number(t, key, integer=True)
+            if v < low or v % 2 == 0:
+                raise LogocapError(f"test.{key} must be an odd number >= {low}, got {v}")
+    for key in ("gaussian_sigma", "window_scale", "nms_threshold"):
+        if key in t and not _number(t, key) > 0:
+            raise LogocapError(f"test.{key} must be > 0, got {t[key]}")
+    for key in ("center_threshold", "top2_lambda"):
+        if key in t:
+            _number(t, key)
+    return test
+

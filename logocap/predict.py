@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .codecs.decode import decode_center_offset, pose_nms, run_with_flip, to_original
-from .config import DEFAULTS
+from .config import DEFAULTS, validate_test_cfg
 from .data.transforms import MEAN, STD, test_transform, warp_image
 from .meta import KeypointMeta, get_meta
 from .structures import Poses
@@ -64,6 +64,7 @@ class Predictor:
         self.input_size = int(input_size)
         self.cfg = copy.deepcopy(DEFAULTS["test"])
         self.cfg.update(test_cfg or {})
+        validate_test_cfg(self.cfg)
         norm = normalization or {"mean": MEAN, "std": STD}
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1)

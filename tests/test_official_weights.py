@@ -38,8 +38,8 @@ def test_predict_accepts_the_released_layout(tmp_path, capsys):
     cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
     assert main(["predict", "--model", "logocap_hrnet_w32", "--weights", str(w), str(img),
                  "--size", "128", "--out", str(tmp_path / "out")]) == 0
-    assert (tmp_path / "out" / "people.poses.json").is_file()
-    assert (tmp_path / "out" / "people.poses.jpg").is_file()
+    assert (tmp_path / "out" / "people.png.poses.json").is_file()
+    assert (tmp_path / "out" / "people.png.poses.jpg").is_file()
     # without the model name there is no metadata to rebuild it: one clear line
     assert main(["predict", "--weights", str(w), str(img)]) == 2
     assert "--model" in capsys.readouterr().err

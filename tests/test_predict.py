@@ -105,17 +105,17 @@ def test_cli_predict_folder_with_a_corrupt_image(tmp_path, ckpt, capsys):
     assert rc == 0
     assert "processed 2, skipped 1" in cap.out
     assert "broken.jpg" in cap.err and "warning" in cap.err
-    data = json.loads((folder / "sub" / "b.poses.json").read_text())
+    data = json.loads((folder / "sub" / "b.jpg.poses.json").read_text())
     assert data["image_size"] == [70, 40] and data["keypoint_names"] == list(COCO.keypoint_names)
     assert 1 <= len(data["poses"]) <= 5 and len(data["poses"][0]["keypoints"]) == COCO.num_keypoints
-    drawn = cv2.imread(str(folder / "a.poses.jpg"))
+    drawn = cv2.imread(str(folder / "a.png.poses.jpg"))
     assert drawn is not None and drawn.shape == (48, 64, 3)
 
     # --out keeps sub-folders; a second run does not pick up its own .poses.jpg outputs
     out = tmp_path / "out"
     rc = main(["predict", "--weights", str(ckpt), "--out", str(out), str(folder)])
     assert rc == 0 and "processed 2, skipped 1" in capsys.readouterr().out
-    assert (out / "sub" / "b.poses.json").is_file() and (out / "a.poses.jpg").is_file()
+    assert (out / "sub" / "b.jpg.poses.json").is_file() and (out / "a.png.poses.jpg").is_file()
 
 
 def test_cli_predict_without_readable_image_fails(tmp_path, ckpt, capsys):
@@ -124,7 +124,7 @@ def test_cli_predict_without_readable_image_fails(tmp_path, ckpt, capsys):
     assert main(["predict", "--weights", str(ckpt), str(bad)]) == 2
     assert "could be read" in capsys.readouterr().err
     assert main(["predict", "--weights", str(ckpt), str(tmp_path / "nothing_here")]) == 2
-    assert not (tmp_path / "bad.poses.json").exists()
+    assert not (tmp_path / "bad.png.poses.json").exists()
 
 
 def test_cli_predict_as_a_subprocess(tmp_path, ckpt):
@@ -137,4 +137,4 @@ def test_cli_predict_as_a_subprocess(tmp_path, ckpt):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "processed 1, skipped 0" in r.stdout
-    assert json.loads((tmp_path / "res" / "one.poses.json").read_text())["image_size"] == [40, 56]
+    assert json.loads((tmp_path / "res" / "one.bmp.poses.json").read_text())["image_size"] == [40, 56]

@@ -69,7 +69,9 @@ def run(args) -> int:
         raise LogocapError("give --results R.json --ann A.json (results mode) "
                            "or --weights W --data D (model mode)")
     from ..evaluation import coco_evaluate, load_results
+    from .common import check_out
 
+    check_out(args.out, "file")
     results = load_results(args.results)
     img_ids = None
     if args.result_images_only:

@@ -1,18 +1,24 @@
 """``logocap predict``: poses for images or folders of images.
 
-For each image writes ``<name>.poses.json`` (Poses.to_dict, original pixels) and an annotated
-``<name>.poses.jpg`` next to it, or under ``--out`` (keeping sub-folders of a folder argument).
-Unreadable images are skipped with a warning; the run fails (exit 2) only if none could be read.
+For each image ``a.jpg`` writes ``a.jpg.poses.json`` (Poses.to_dict, original pixels) and an
+annotated ``a.jpg.poses.jpg``: the whole file name is kept, so ``a.jpg`` and ``a.png`` never share
+results. They go next to the image, or under ``--out`` mirroring the input folders below the
+deepest folder that holds every argument (``cam1/x.jpg cam2/x.jpg --out R`` -> ``R/cam1/``,
+``R/cam2/``; one folder argument maps onto ``R`` itself, sub-folders kept). The json and the
+picture are written together or not at all. Unreadable images are skipped with a warning;
+truncated JPEGs are used with a warning; the run fails (exit 2) only if none could be read.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from ..utils import LogocapError
 
-HELP = "predict poses on images or folders (writes <name>.poses.json and <name>.poses.jpg)"
+HELP = ("predict poses on images or folders (image a.jpg -> a.jpg.poses.json + a.jpg.poses.jpg; "
+        "with --out, the input folders are mirrored below it)")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 OUTPUT_TAG = ".poses"
@@ -24,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="logocap checkpoint, or a plain state_dict "
                    "(then --model is needed)")
     p.add_argument("--model", default=None, help="model name (required for plain state_dicts)")
-    p.add_argument("--out", default=None, help="output folder; none = next to each image")
+    p.add_argument("--out", default=None, help="output folder, mirroring the input folders below "
+                   "the deepest folder common to all PATHs; none = next to each image")
     p.add_argument("--size", type=int, default=None, help="input size (short side, multiple of 64); "
                    "none = the checkpoint's, else 512 / 640 for W32 / W48")
     p.add_argument("--threshold", type=float, default=0.3, help="joint score threshold for drawing")
@@ -37,34 +44,68 @@ def _is_output(path: Path) -> bool:
 
 
 def collect_images(paths) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """-> ([(image, path relative to its argument root)], [missing paths])."""
-    found, missing = [], []
+    """-> ([(image, path relative to the deepest folder common to all arguments)], [missing]).
+
+    A folder argument counts as its own folder, a file argument as the folder it sits in; the
+    relative paths keep the input folders apart under ``--out``. A file named twice (itself and
+    inside a folder argument) is listed once.
+    """
+    entries, roots, missing = [], [], []
     for arg in paths:
         p = Path(arg)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*")
-                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not _is_output(f))
-            found += [(f, f.relative_to(p)) for f in files]
+            entries += sorted(f for f in p.rglob("*")
+                              if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not _is_output(f))
+            roots.append(p)
         elif p.is_file():
-            found.append((p, Path(p.name)))
+            entries.append(p)
+            roots.append(p.parent)
         else:
             missing.append(str(p))
+    if not entries:
+        return [], missing
+    base = os.path.commonpath([os.path.abspath(r) for r in roots])
+    found, seen = [], set()
+    for f in entries:
+        full = os.path.abspath(f)
+        if full not in seen:
+            seen.add(full)
+            found.append((f, Path(os.path.relpath(full, base))))
     return found, missing
 
 
 def output_paths(image: Path, rel: Path, out: str | None) -> tuple[Path, Path]:
+    """(json, picture) for ``image``: the full file name (extension kept) + ``.poses``."""
     folder = image.parent if out is None else Path(out) / rel.parent
-    name = image.stem + OUTPUT_TAG
+    name = image.name + OUTPUT_TAG
     return folder / (name + ".json"), folder / (name + ".jpg")
 
 
+def write_together(json_path: Path, text: str, picture_path: Path, picture: bytes) -> None:
+    """Write the json and the picture atomically, both or neither (the json is removed again if
+    the picture cannot be written)."""
+    from ..utils import atomic_write_bytes, atomic_write_text
+
+    atomic_write_text(json_path, text)
+    try:
+        atomic_write_bytes(picture_path, picture)
+    except BaseException:
+        json_path.unlink(missing_ok=True)
+        raise
+
+
 def run(args) -> int:
+    import json
+
     from tqdm import tqdm
 
     from ..data.transforms import load_image
     from ..predict import Predictor
-    from ..viz import draw_poses, save_image
+    from ..viz import draw_poses, encode_image
+    from .common import check_device, check_out
 
+    check_device(args.device)
+    check_out(args.out)
     images, missing = collect_images(args.paths)
     for m in missing:
         print(f"warning: no such file or folder: {m}", file=sys.stderr)
@@ -79,16 +120,19 @@ def run(args) -> int:
 
     done, skipped = 0, len(missing)
     for path, rel in tqdm(images, desc="predict", unit="img", file=sys.stderr):
+        problems = []
         try:
-            img = load_image(path)
+            img = load_image(path, problems)
         except LogocapError as e:
             tqdm.write(f"warning: skipped: {e}", file=sys.stderr)
             skipped += 1
             continue
+        for msg in problems:
+            tqdm.write(f"warning: {msg}", file=sys.stderr)
         poses = predictor.predict(img)
         json_path, jpg_path = output_paths(path, rel, args.out)
-        poses.save_json(json_path)
-        save_image(jpg_path, draw_poses(img, poses, predictor.meta, args.threshold))
+        picture = encode_image(draw_poses(img, poses, predictor.meta, args.threshold), ".jpg")
+        write_together(json_path, json.dumps(poses.to_dict(), indent=1), jpg_path, picture)
         done += 1
     print(f"processed {done}, skipped {skipped}")
     if done == 0:

@@ -104,12 +104,15 @@ def upper_bound_eval(model, dataset, meta, test_cfg: dict, input_size: int, batc
 
 
 def run(args) -> int:
-    from ..config import DEFAULTS
+    from ..config import DEFAULTS, validate_test_cfg
     from ..data.coco import CocoPoseDataset
     from ..engine.checkpoint import build_model_from_checkpoint, checkpoint_test_config, load_checkpoint
     from ..evaluation import metric_names
     from ..utils import atomic_write_text
+    from .common import check_device, check_out
 
+    check_device(args.device)
+    check_out(args.out)
     data = Path(args.data)
     ann = Path(args.ann) if args.ann else data / DEFAULTS["data"]["val_ann"]
     images = Path(args.images) if args.images else data / DEFAULTS["data"]["val_images"]
@@ -121,7 +124,7 @@ def run(args) -> int:
         raise LogocapError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, meta, info = build_model_from_checkpoint(load_checkpoint(args.weights), args.model, args.device)
     size = args.size or info.get("input_size") or 512
-    test_cfg = checkpoint_test_config(info)
+    test_cfg = validate_test_cfg(checkpoint_test_config(info))
     ds = CocoPoseDataset(ann, images, meta, mode="val", input_size=size, max_images=args.max_images)
     res = upper_bound_eval(model, ds, meta, test_cfg, size, args.batch_size, args.device, args.out)
     names = metric_names(meta)

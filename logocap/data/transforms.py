@@ -17,7 +17,7 @@ import torch
 
 from ..utils import LogocapError
 
-__all__ = ["MEAN", "STD", "load_image", "normalize", "test_transform", "random_affine",
+__all__ = ["MEAN", "STD", "load_image", "jpeg_is_truncated", "normalize", "test_transform", "random_affine",
            "warp_image", "apply_affine", "invert_affine", "compose_affine", "output_affine",
            "affine_scale"]
 
@@ -27,14 +27,61 @@ STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- images
-def load_image(path) -> np.ndarray:
-    """Read an image file as an RGB uint8 array [H, W, 3]; LogocapError if missing or unreadable."""
+def jpeg_is_truncated(path) -> bool:
+    """True for a JPEG file cut short: no end-of-image marker (FF D9) after the image's first scan.
+
+    libjpeg decodes such a file anyway, fills the missing part grey and only prints "Premature
+    end of JPEG file" on stderr, so the caller could not tell otherwise. The usual file ends with
+    FF D9 and costs a 2-byte read; anything else is walked marker by marker (APPn segments, which
+    may hold a thumbnail with its own FF D9, are skipped by their length). Entropy-coded data
+    never contains FF D9, so the check has no false alarm on intact files, also with trailing
+    data after the image. Non-JPEG files and unparsable headers answer False (the decoder judges).
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(0, 2)
+        if f.tell() >= 4:
+            f.seek(-2, 2)
+            if f.read(2) == b"\xff\xd9":
+                return False
+        f.seek(0)
+        data = f.read()
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return False  # not a marker where one should be: leave it to the decoder
+        m = data[i + 1]
+        if m == 0xFF:  # fill byte
+            i += 1
+        elif m == 0xDA:  # start of scan: the compressed data runs up to FF D9
+            return data.find(b"\xff\xd9", i) < 0
+        elif m == 0x01 or 0xD0 <= m <= 0xD8:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return False  # cut inside the headers: the decoder fails on its own
+
+
+def load_image(path, problems: list | None = None) -> np.ndarray:
+    """Read an image file as an RGB uint8 array [H, W, 3]; LogocapError if missing or unreadable.
+
+    A truncated JPEG (decoded in part, the rest grey) is returned with a warning naming the file:
+    appended to ``problems`` when a list is given (the caller reports it), else a Python warning.
+    """
     path = Path(path)
     if not path.is_file():
         raise LogocapError(f"image file not found: {path}")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # None for corrupt / unsupported files
     if img is None:
         raise LogocapError(f"cannot decode image file (corrupt or not an image): {path}")
+    if jpeg_is_truncated(path):
+        msg = f"truncated JPEG file (decoded in part, the rest is grey): {path}"
+        if problems is None:
+            import warnings
+            warnings.warn(msg, stacklevel=2)
+        else:
+            problems.append(msg)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

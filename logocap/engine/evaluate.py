@@ -95,14 +95,17 @@ def run_model_eval(args) -> int:
     """
     import json
 
-    from ..config import load_config
+    from ..commands.common import check_device, check_out
+    from ..config import load_config, validate_test_cfg
     from ..data.coco import CocoPoseDataset
     from ..predict import default_input_size
     from ..utils import atomic_write_text
     from .checkpoint import build_model_from_checkpoint, checkpoint_test_config, load_checkpoint
 
     overrides = list(getattr(args, "overrides", None) or [])
-    device = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(getattr(args, "device", None)) or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = getattr(args, "out", None)
+    check_out(out, "file" if str(out).endswith(".json") else "folder")
     ckpt = load_checkpoint(args.weights)
     model, meta, info = build_model_from_checkpoint(ckpt, getattr(args, "model", None), device)
 
@@ -112,6 +115,7 @@ def run_model_eval(args) -> int:
     flip = getattr(args, "flip", None)
     if flip is not None:
         test_cfg["flip"] = bool(flip)
+    validate_test_cfg(test_cfg)
     size = getattr(args, "size", None) or info.get("input_size") or default_input_size(info["model_name"])
 
     split = getattr(args, "split", None) or "val"
@@ -119,7 +123,6 @@ def run_model_eval(args) -> int:
                                    getattr(args, "ann", None), getattr(args, "images", None))
     dataset = CocoPoseDataset(str(ann), str(images), meta=meta, mode="val", input_size=int(size))
 
-    out = getattr(args, "out", None)
     if out is None:
         out_dir = Path(args.weights).parent / f"eval_{Path(args.weights).stem}_{split}"
     elif str(out).endswith(".json"):  # eval's results-mode habit: --out is the metrics file

@@ -15,7 +15,8 @@ from ..utils import LogocapError
 
 __all__ = ["ensure_synthetic", "synthetic_config", "train_run", "evaluate_run", "CONFIG_DIR"]
 
-# configs/ of a source checkout; the recipes fall back to the built-in defaults when installed
+# configs/ of a source checkout; the synthetic recipes are read from there (an install without
+# the source tree has no configs/, and `synthetic_config` then says so with a LogocapError)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
