@@ -5,7 +5,7 @@ overrides it was built with, so ``create_model(m.model_name, m.num_keypoints, **
 rebuilds it), ``num_keypoints`` and ``stride`` (4).
 
 Variants:
-- ``*_w32`` / ``*_w48``: the official networks (LOGO-CAP checkpoints load strictly).
+- ``*_w32`` / ``*_w48``: the official networks (LOGO-CAP and DEKR checkpoints load strictly).
 - ``*_small``: width 16, 2 blocks per branch, 1 module per stage; CPU training experiments.
 - ``*_tiny``: width 8, 2 blocks per branch, 1 module per stage; tests and the synthetic benchmark.
   Both small variants train from scratch, so their backbone keeps PyTorch's default init.
@@ -19,6 +19,7 @@ from torch import nn
 from ..meta import COCO
 from ..utils import LogocapError
 from .center_offset import CenterOffsetModel
+from .dekr import DekrModel
 from .logocap import LogoCapModel
 
 __all__ = ["register_model", "create_model", "list_models"]
@@ -67,6 +68,12 @@ _SMALL_CMP = dict(embed_dim=16, cmp_widths=(64, 32, 32))
 _TINY_CMP = dict(embed_dim=8, cmp_widths=(32, 16, 16))
 
 
+# DEKR small variants: the same trunks; the per-joint branch is 8 channels wide in the tiny one
+_HEAD_ONLY = ("offset_channels", "head_init")  # center-offset head settings DEKR does not take
+_DEKR_SMALL = {**{k: v for k, v in _SMALL.items() if k not in _HEAD_ONLY}, "joint_channels": 15}
+_DEKR_TINY = {**{k: v for k, v in _TINY.items() if k not in _HEAD_ONLY}, "joint_channels": 8}
+
+
 def _build(cls, defaults: dict, num_keypoints: int, overrides: dict) -> nn.Module:
     return cls(num_keypoints=num_keypoints, **{**defaults, **overrides})
 
@@ -109,3 +116,23 @@ def logocap_hrnet_small(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Mod
 @register_model
 def logocap_hrnet_tiny(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(LogoCapModel, {**_TINY, **_TINY_CMP}, num_keypoints, kw)
+
+
+@register_model
+def dekr_hrnet_w32(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(DekrModel, _W32, num_keypoints, kw)
+
+
+@register_model
+def dekr_hrnet_w48(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(DekrModel, _W48, num_keypoints, kw)
+
+
+@register_model
+def dekr_hrnet_small(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(DekrModel, _DEKR_SMALL, num_keypoints, kw)
+
+
+@register_model
+def dekr_hrnet_tiny(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(DekrModel, _DEKR_TINY, num_keypoints, kw)
