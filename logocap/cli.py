@@ -47,14 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(verb, help=mod.HELP, description=mod.HELP,
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(sp)
+        if "threads" not in {a.dest for a in sp._actions}:
+            sp.add_argument("--threads", type=int, default=None,
+                            help="CPU threads for torch in this process (default: one per core; "
+                                 "data-loader workers always use one each)")
         sp.set_defaults(_run=mod.run)
     return p
+
+
+def _set_threads(n) -> None:
+    if n is None:
+        return
+    if n < 1:
+        raise LogocapError(f"--threads must be >= 1, got {n}")
+    import torch
+    torch.set_num_threads(int(n))
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _set_threads(getattr(args, "threads", None))
         rc = args._run(args)
     except LogocapError as e:
         print(f"logocap {args.verb}: error: {e}", file=sys.stderr)

@@ -54,7 +54,8 @@ DEFAULTS: dict = {
         "lr_steps_of": 140,
         "lr_gamma": 0.1,
         "weight_decay": 0.0,
-        "amp": True,  # used on CUDA only
+        "precision": "auto",  # auto | fp32 | bf16 | fp16 (CUDA) | fp64; auto = bf16 where native
+        "channels_last": "auto",  # auto (on except fp64) | true | false
         "seed": 0,
         "eval_every": 1,  # epochs; 0 = never
         "log_every": 10,  # iterations

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["LogocapError", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save", "machine_info"]
+__all__ = ["LogocapError", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save", "machine_info",
+           "cpu_flags", "native_bf16", "single_thread_worker"]
 
 
 class LogocapError(Exception):
@@ -32,6 +34,27 @@ def _atomic_write(path: str | Path, data: bytes) -> None:
         raise
 
 
+# the temporary names _atomic_write makes: mkstemp(prefix=".<name>.", suffix=".tmp") adds 8
+# characters of [a-z0-9_]
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Delete the temporaries a killed atomic write left in ``folder`` (``.<name>.XXXXXXXX.tmp``,
+    our own pattern only; nothing else is touched) and return them. Call it only where no write
+    is in flight, e.g. at the start of a run by the one process that writes there."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    removed = []
+    for p in sorted(found):
+        if _TEMP_NAME.match(p.name) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -53,6 +76,46 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     _atomic_write(path, buf.getvalue())
+
+
+# the CPU features that decide which kernels (and which precision) run fast
+_SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU flags of :data:`_SPEED_FLAGS` this machine has (Linux /proc/cpuinfo; [] elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    have = set()
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() in ("flags", "Features"):
+            have.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in _SPEED_FLAGS if f in have]
+
+
+def native_bf16() -> str | None:
+    """'AMX' or 'AVX512-BF16' when the CPU computes bfloat16 natively, else None."""
+    flags = set(cpu_flags())
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return None
+
+
+def single_thread_worker(worker_id: int = 0) -> None:
+    """``worker_init_fn`` for data-loader workers: one torch / OpenCV thread each, so that
+    workers and the main process never oversubscribe the cores (on a 2-core machine that made
+    training steps 30-100x slower)."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
 def machine_info() -> dict:
@@ -78,5 +141,6 @@ def machine_info() -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_flags": cpu_flags(), "native_bf16": native_bf16(), "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
             "commit": commit}

@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue from <out>/last.pth (same weights as an uninterrupted run)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to train; auto = CUDA when available")
-    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
-                   help="synchronise BatchNorm statistics across processes (only with several)")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="synchronise BatchNorm statistics across processes (only with several); "
+                        "default: train.sync_bn of the config (true)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides, e.g. train.batch_size=4 model.name=logocap_hrnet_tiny")
 

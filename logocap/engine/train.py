@@ -30,26 +30,33 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..meta import get_meta
-from ..utils import LogocapError, atomic_write_bytes, atomic_write_text
+from ..utils import LogocapError, atomic_write_bytes, atomic_write_text, single_thread_worker
 from . import dist as D
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .precision import MixedPrecisionModel, Precision, resolve_precision
 
 __all__ = ["TrainStep", "train", "lr_milestones", "balance_offset_weights", "build_train_dataset",
            "get_rng_state", "set_rng_state"]
 
 
 class TrainStep(nn.Module):
-    """(model, criterion) as one module, so DDP sees the whole step in one forward."""
+    """(model, criterion) as one module, so DDP sees the whole step in one forward.
+
+    With a ``precision`` the criterion sees the network through :class:`MixedPrecisionModel`
+    (network in bf16 / fp16 autocast, outputs and losses in fp32).
+    """
 
     is_train_step = True
 
-    def __init__(self, model: nn.Module, criterion):
+    def __init__(self, model: nn.Module, criterion, precision: Precision | None = None):
         super().__init__()
         self.model = model
         self.criterion = criterion
+        self.precision = precision
 
     def forward(self, batch: dict) -> dict:
-        return self.criterion(self.model, batch)
+        net = self.model if self.precision is None else MixedPrecisionModel(self.model, self.precision)
+        return self.criterion(net, batch)
 
 
 def lr_milestones(tcfg: dict) -> list[int]:
@@ -280,6 +287,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
                                  shuffle=True, seed=int(tcfg["seed"]), drop_last=True)
     loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), sampler=sampler,
                         num_workers=int(cfg["data"]["num_workers"]), drop_last=True,
+                        worker_init_fn=single_thread_worker,
                         collate_fn=collate_train, pin_memory=info.device.type == "cuda")
     iters = len(loader) if tcfg["max_iters_per_epoch"] is None else \
         min(len(loader), int(tcfg["max_iters_per_epoch"]))
@@ -295,12 +303,14 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     if info.distributed and sync_bn:
         model = D.convert_sync_batchnorm(model, info.device)
     model.to(info.device)
+    precision = resolve_precision(tcfg["precision"], info.device, tcfg["channels_last"])
+    precision.prepare_model(model)
     criterion = build_criterion(model, cfg["loss"], cfg["test"], meta=meta)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]),
                                  weight_decay=float(tcfg["weight_decay"]))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, lr_milestones(tcfg),
                                                      gamma=float(tcfg["lr_gamma"]))
-    use_amp = bool(tcfg["amp"]) and info.device.type == "cuda"
+    use_amp = precision.uses_scaler  # fp16 (CUDA) only; bf16 needs no loss scaling
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     # ---- resume
@@ -319,7 +329,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
         set_rng_state(ckpt["rng"])
         log(f"resumed from {out / 'last.pth'} after epoch {start_epoch}")
 
-    step = TrainStep(model, criterion)
+    step = TrainStep(model, criterion, precision)
     ddp = nn.parallel.DistributedDataParallel(
         step, device_ids=[info.local_rank] if info.device.type == "cuda" else None) \
         if info.distributed else step
@@ -332,7 +342,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
         runlog = _RunLog(out, start_epoch)
         log(f"training {cfg['model']['name']} on {len(dataset)} images, {info.world_size} "
             f"process(es) x batch {tcfg['batch_size']}, {iters} it/epoch, device {info.device}"
-            f"{', AMP' if use_amp else ''}; run folder {out}")
+            f", precision {precision.describe()}; run folder {out}")
 
     val_dataset = None
     epochs = int(tcfg["epochs"])
@@ -347,10 +357,9 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
         for it, batch in enumerate(loader):
             if it >= iters:
                 break
-            batch = _to_device(batch, info.device)
+            batch = precision.cast_batch(_to_device(batch, info.device))
             balance_offset_weights(batch, info.world_size)
-            with torch.autocast(device_type=info.device.type, enabled=use_amp):
-                losses = ddp(batch)
+            losses = ddp(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
             scaler.step(optimizer)
