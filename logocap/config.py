@@ -44,6 +44,9 @@ DEFAULTS: dict = {
         "bg_weight": 0.1,
         "offset_radius": 4,
         "min_center_area": 1024.0,  # 32^2
+        # None = the method's own: shared / segmentation; DEKR per_channel / keypoint_box (notes 10.2)
+        "heatmap_weights": None,  # shared | per_channel
+        "offset_area": None,  # segmentation | keypoint_box (DEKR's released quirk)
         "max_images": None,  # limit the number of images (debug / quick runs)
     },
     "train": {
@@ -66,7 +69,7 @@ DEFAULTS: dict = {
     },
     "loss": {
         "heatmap": 1.0,
-        "offset": 0.01,
+        "offset": None,  # None = the method's own: 0.01 (center-offset, LOGO-CAP), 0.03 (DEKR)
         "kam": 0.01,  # LOGO-CAP OKS/KAM loss factor
         "refined": 1.0,  # LOGO-CAP refined heatmap loss factor
         "oks_loss": True,  # Table 5 switch

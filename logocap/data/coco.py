@@ -24,7 +24,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO as CocoApi
 
-from ..codecs.targets import encode_targets
+from ..codecs.targets import encode_targets, keypoint_box_area
 from ..meta import KeypointMeta, get_meta, meta_from_coco_category
 from ..utils import LogocapError
 from .transforms import (affine_scale, apply_affine, load_image, normalize, output_affine,
@@ -33,6 +33,8 @@ from .transforms import (affine_scale, apply_affine, load_image, normalize, outp
 __all__ = ["CocoPoseDataset", "collate_train", "collate_val", "load_coco_json"]
 
 STRIDE = 4  # output maps are 1/4 of the input
+HEATMAP_WEIGHTS = ("shared", "per_channel")  # one weight map for all channels | DEKR's per channel
+OFFSET_AREAS = ("segmentation", "keypoint_box")  # offset-weight area: ann area | DEKR's quirk
 
 
 def load_coco_json(ann_file) -> dict:
@@ -72,7 +74,8 @@ class CocoPoseDataset(torch.utils.data.Dataset):
                  min_scale: float = 0.75, max_scale: float = 1.5, max_translate: float = 40.0,
                  flip_prob: float = 0.5, sigma: float = 2.0, center_sigma: float = 4.0,
                  bg_weight: float = 0.1, offset_radius: int = 4,
-                 min_center_area: float = 32.0 ** 2, max_images: int | None = None, seed: int = 0):
+                 min_center_area: float = 32.0 ** 2, max_images: int | None = None, seed: int = 0,
+                 heatmap_weights: str = "shared", offset_area: str = "segmentation"):
         if mode not in ("train", "val"):
             raise LogocapError(f"dataset mode must be 'train' or 'val', got {mode!r}")
         if int(input_size) <= 0 or int(input_size) % 32:
@@ -85,8 +88,17 @@ class CocoPoseDataset(torch.utils.data.Dataset):
         self.mode, self.input_size = mode, int(input_size)
         self.aug = dict(max_rotation=max_rotation, min_scale=min_scale, max_scale=max_scale,
                         max_translate=max_translate, flip_prob=flip_prob)
+        # target variants (DEKR, notes 10.2): per-channel heatmap weights, keypoint-box area
+        if heatmap_weights not in HEATMAP_WEIGHTS:
+            raise LogocapError(f"heatmap_weights must be one of {', '.join(HEATMAP_WEIGHTS)}, "
+                               f"got {heatmap_weights!r}")
+        if offset_area not in OFFSET_AREAS:
+            raise LogocapError(f"offset_area must be one of {', '.join(OFFSET_AREAS)}, "
+                               f"got {offset_area!r}")
+        self.offset_area = offset_area
         self.target_args = dict(sigma=sigma, center_sigma=center_sigma, bg_weight=bg_weight,
-                                radius=int(offset_radius), min_center_area=min_center_area)
+                                radius=int(offset_radius), min_center_area=min_center_area,
+                                per_channel_weights=heatmap_weights == "per_channel")
         self.seed, self.epoch = int(seed), 0
 
         data = load_coco_json(self.ann_file)
@@ -254,6 +266,9 @@ class CocoPoseDataset(torch.utils.data.Dataset):
                           output_affine(M, STRIDE), (s_out, s_out)) > 0.5
 
         kps, areas, boxes = self._people(anns)
+        # DEKR's quirk measures the raw annotation (before the affine), scaled like the areas
+        off_areas = keypoint_box_area(kps) * affine_scale(M) ** 2 \
+            if self.offset_area == "keypoint_box" else None
         vis = kps[..., 2] > 0
         kps[..., :2] = np.where(vis[..., None], apply_affine(kps[..., :2], M), 0.0)
         if flipped:
@@ -267,7 +282,7 @@ class CocoPoseDataset(torch.utils.data.Dataset):
         kps_out = kps.copy()
         kps_out[..., :2] /= STRIDE
         t = encode_targets(kps_out, areas, keep, (s_out, s_out), self.meta.num_keypoints,
-                           bboxes=boxes_out, **self.target_args)
+                           bboxes=boxes_out, offset_areas=off_areas, **self.target_args)
 
         labelled = (kps[..., 2] > 0).any(1)  # OKS needs at least one labelled joint
         sample = {"image": normalize(warp_image(img, M, (S, S)))}

@@ -144,6 +144,7 @@ def _dataset_meta(cfg: dict):
 
 def build_train_dataset(cfg: dict):
     from ..data.coco import CocoPoseDataset
+    from ..losses import target_settings
 
     d = cfg["data"]
     ann, img = _check_data(cfg, "train")
@@ -153,7 +154,8 @@ def build_train_dataset(cfg: dict):
         max_translate=d["max_translate"], flip_prob=d["flip_prob"], sigma=d["sigma"],
         center_sigma=d["center_sigma"], bg_weight=d["bg_weight"],
         offset_radius=d["offset_radius"], min_center_area=d["min_center_area"],
-        max_images=d["max_images"], seed=cfg["train"]["seed"])
+        max_images=d["max_images"], seed=cfg["train"]["seed"],
+        **target_settings(cfg["model"]["name"], d))  # per-method target options (DEKR)
     # an unreadable image among many is skipped with a warning and counted, not a crash mid-epoch
     bad = ds.check_images()
     if bad:

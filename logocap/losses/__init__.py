@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from .center_offset import CenterOffsetCriterion, heatmap_loss, offset_loss
 
-__all__ = ["build_criterion", "CenterOffsetCriterion", "heatmap_loss", "offset_loss"]
+__all__ = ["build_criterion", "target_settings", "CenterOffsetCriterion", "heatmap_loss",
+           "offset_loss"]
 
 
 def build_criterion(model, loss_cfg: dict | None = None, decode_cfg: dict | None = None,
@@ -22,4 +23,24 @@ def build_criterion(model, loss_cfg: dict | None = None, decode_cfg: dict | None
         from .logocap import LogoCapCriterion  # imported lazily: only LOGO-CAP needs it
         sigmas = None if meta is None else meta.sigmas
         return LogoCapCriterion(dict(loss_cfg or {}), dict(decode_cfg or {}), sigmas=sigmas)
+    if name.startswith("dekr"):  # method dispatch point (DEKR): offset factor 0.03
+        from .dekr import DekrCriterion
+        return DekrCriterion(loss_cfg)
     return CenterOffsetCriterion(loss_cfg)
+
+
+def target_settings(model_name: str, data_cfg: dict | None = None) -> dict:
+    """Dataset target options for a model: ``heatmap_weights`` and ``offset_area``.
+
+    A value set in ``data_cfg`` wins; None (the config default) means the method's own:
+    per-channel weights and the keypoint-box area for DEKR (notes 10.2), one shared weight map
+    and the segmentation area otherwise (LOGO-CAP, center-offset).
+    """
+    out = {"heatmap_weights": "shared", "offset_area": "segmentation"}
+    if str(model_name).startswith("dekr"):  # method dispatch point (DEKR)
+        from .dekr import TARGET_DEFAULTS
+        out.update(TARGET_DEFAULTS)
+    for k in out:
+        if (data_cfg or {}).get(k) is not None:
+            out[k] = data_cfg[k]
+    return out

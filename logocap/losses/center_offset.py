@@ -47,7 +47,8 @@ class CenterOffsetCriterion:
     def __init__(self, loss_cfg: dict | None = None):
         cfg = loss_cfg or {}
         self.heatmap_factor = float(cfg.get("heatmap", 1.0))
-        self.offset_factor = float(cfg.get("offset", 0.01))
+        offset = cfg.get("offset")  # None = this method's default, 0.01 (notes 4.4)
+        self.offset_factor = 0.01 if offset is None else float(offset)
 
     def terms(self, out: dict, batch: dict) -> dict:
         """The two weighted terms from an existing forward output (reused by LOGO-CAP's criterion)."""
