@@ -31,6 +31,7 @@ from .utils import LogocapError, atomic_write_text
 __all__ = [
     "COCO_METRIC_NAMES", "CROWDPOSE_METRIC_NAMES", "metric_names", "load_coco_gt", "load_results",
     "poses_to_results", "write_results_json", "coco_evaluate", "evaluate_predictions", "format_table",
+    "check_ground_truth",
     "ground_truth_poses",
 ]
 
@@ -135,6 +136,18 @@ def _check_gt(coco_gt, meta: KeypointMeta) -> None:
             if "crowdIndex" not in img:
                 raise LogocapError(f"CrowdPose evaluation needs 'crowdIndex' on every image; "
                                    f"image {img.get('id', '?')} has none")
+
+
+def check_ground_truth(coco_gt, meta=None):
+    """The checks :func:`coco_evaluate` makes on the ground truth, without any results ->
+    ``(COCO object, meta)``. The training loop runs them before its first step, so a bad
+    validation annotation is found at once, not after an epoch."""
+    coco_gt = load_coco_gt(coco_gt)
+    meta = _resolve_meta(coco_gt, meta)
+    if meta.dataset_type == "crowdpose":
+        _require_xtcocotools()
+    _check_gt(coco_gt, meta)
+    return coco_gt, meta
 
 
 def _is_in(value, ids: set) -> bool:
@@ -271,11 +284,7 @@ def coco_evaluate(results, coco_gt, meta=None, img_ids: Iterable[int] | None = N
         ``{name: float}`` in the order of :func:`metric_names` (all 0.0 for empty results; -1 is
         pycocotools' value when no evaluated image has labelled people).
     """
-    coco_gt = load_coco_gt(coco_gt)
-    meta = _resolve_meta(coco_gt, meta)
-    if meta.dataset_type == "crowdpose":
-        _require_xtcocotools()
-    _check_gt(coco_gt, meta)
+    coco_gt, meta = check_ground_truth(coco_gt, meta)
     dets = _clean_results(load_results(results), coco_gt, meta)
 
     known = set(coco_gt.getImgIds())

@@ -14,9 +14,12 @@ import numpy as np
 from .meta import KeypointMeta, get_meta
 from .utils import LogocapError, atomic_write_bytes
 
-__all__ = ["draw_poses", "contact_sheet", "save_image"]
+__all__ = ["draw_poses", "draw_text_box", "contact_sheet", "save_image"]
 
 _OUTLINE = (20, 20, 20)
+# joints farther than this (px) from the origin, or not finite, are not drawn: cv2 takes int32
+# fixed-point coordinates, and such a joint is nowhere near the picture anyway
+_MAX_COORD = 1.0e6
 
 
 def _as_keypoints(poses, scores):
@@ -65,6 +68,9 @@ def draw_poses(image: np.ndarray, poses, meta: KeypointMeta | str = "coco", thre
     t = int(thickness) if thickness else max(1, round(min(h, w) / 200))
     radius = t + 1
     show = kp[..., 2] > 0 if gt else kp[..., 2] > threshold
+    with np.errstate(invalid="ignore"):
+        show &= np.all(np.abs(kp[..., :2]) <= _MAX_COORD, axis=-1)  # False for NaN / Inf too
+    kp = np.where(show[..., None], kp, 0.0)  # hidden joints never reach the integer conversion
     # Sub-pixel drawing: cv2 takes fixed-point coordinates with `shift` fractional bits.
     shift = 2
     pts = np.round(kp[..., :2] * (1 << shift)).astype(np.int64)
@@ -90,9 +96,34 @@ def draw_poses(image: np.ndarray, poses, meta: KeypointMeta | str = "coco", thre
             xy = kp[n, show[n], :2]
             x0, y0 = int(xy[:, 0].min()), int(xy[:, 1].min()) - 2 * radius
             scale = max(0.3, min(h, w) / 800)
-            cv2.putText(img, f"{float(scores[n]):.2f}", (max(0, x0), max(10, y0)),
-                        cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+            _outlined_text(img, f"{float(scores[n]):.2f}", (max(0, x0), max(10, y0)), scale)
     return img
+
+
+def _outlined_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float,
+                   color=(255, 255, 255)) -> None:
+    """White text with a dark outline: readable on bright and dark backgrounds alike."""
+    thick = max(1, int(round(scale * 1.5)))
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, _OUTLINE, thick + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+
+
+def draw_text_box(image: np.ndarray, lines: Sequence[str], scale: float | None = None) -> np.ndarray:
+    """Write ``lines`` in the top-left corner of ``image`` (in place, RGB uint8) on a dark box,
+    e.g. the FPS / latency overlay of ``logocap video``; returns ``image``."""
+    h, w = image.shape[:2]
+    scale = scale or max(0.4, min(h, w) / 900)
+    thick = max(1, int(round(scale * 1.5)))
+    sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0] for t in lines]
+    pad, step = int(6 * scale) + 2, max(s[1] for s in sizes) + int(10 * scale) + 2
+    box_w = max(s[0] for s in sizes) + 2 * pad
+    box_h = step * len(lines) + pad
+    roi = image[:min(h, box_h), :min(w, box_w)]
+    roi[:] = (roi.astype(np.uint16) * 2 // 5).astype(np.uint8)  # darken, keep the picture visible
+    for i, t in enumerate(lines):
+        cv2.putText(image, t, (pad, step * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    thick, cv2.LINE_AA)
+    return image
 
 
 def contact_sheet(images: Sequence[np.ndarray], cols: int = 4, pad: int = 2,

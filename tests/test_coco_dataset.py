@@ -188,10 +188,14 @@ def test_missing_and_corrupt_images(coco_fixture):
     ds = CocoPoseDataset(ann_file, image_dir, input_size=S)
     bad = dict((p.rsplit("/", 1)[-1], why) for p, why in ds.check_images())
     assert bad == {"scene-b.jpg": "missing", "scene-c.jpg": "not a readable image"}
-    with pytest.raises(LogocapError, match="scene-b.jpg"):
-        ds[1]
-    with pytest.raises(LogocapError, match="scene-c.jpg"):
-        ds[2]
+    # mid-epoch, an unreadable file is replaced by the next readable image (index order) and named
+    s = ds[1]
+    assert s["image_id"] == ds.image_ids[0]
+    assert [m.rsplit("/", 1)[-1] for m in s["skipped_images"]] == ["scene-b.jpg", "scene-c.jpg"]
+    assert ds[2]["image_id"] == ds.image_ids[0] and ds[0]["skipped_images"] == []
+    (image_dir / "scene-a.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken body")  # none readable left
+    with pytest.raises(LogocapError, match="3 training images in a row cannot be read"):
+        ds[0]
 
 
 def test_image_and_keypoints_stay_aligned_under_augmentation(coco_fixture):

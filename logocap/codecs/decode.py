@@ -156,7 +156,10 @@ def center_offset_candidates(heatmaps: torch.Tensor, offsets: torch.Tensor, cfg:
     """Heatmaps [B, K+1, h, w] + offsets [B, 2K, h, w] -> candidate poses (no scoring, no NMS).
 
     Returns dict(heatmaps_up [B, K+1, H, W], centers [B, T, 2], center_scores [B, T],
-    poses [B, T, K, 2] input px, valid [B, T]). Shared with the LOGO-CAP decoder.
+    poses [B, T, K, 2] input px, valid [B, T], nonfinite [B] (long)). Shared with the LOGO-CAP
+    decoder. A candidate whose offsets are NaN / Inf is dropped (not valid, its joints parked on
+    its center so later steps stay finite) and counted in ``nonfinite``; an image can then be
+    left with no valid candidate.
     """
     cfg = _cfg(cfg)
     k = offsets.shape[1] // 2
@@ -167,8 +170,11 @@ def center_offset_candidates(heatmaps: torch.Tensor, offsets: torch.Tensor, cfg:
     centers, cscores, valid = center_nms(up[:, k], cfg["topk"], cfg["center_threshold"],
                                          cfg["center_kernel"])
     poses = offsets_to_poses(centers, offsets, stride)
+    finite = torch.isfinite(poses).flatten(2).all(-1)  # [B, T]
+    nonfinite = (valid & ~finite).sum(1)
+    poses = torch.where(finite[..., None, None], poses, centers[:, :, None, :].to(poses.dtype))
     return {"heatmaps_up": up, "centers": centers, "center_scores": cscores, "poses": poses,
-            "valid": valid}
+            "valid": valid & finite, "nonfinite": nonfinite}
 
 
 def decode_center_offset(outputs: dict, meta, cfg: dict | None = None, stride: int = 4) -> dict:
@@ -185,7 +191,8 @@ def decode_center_offset(outputs: dict, meta, cfg: dict | None = None, stride: i
     js, scores = joint_scores(cand["heatmaps_up"], cand["poses"], cand["center_scores"])
     return {"poses": torch.cat([cand["poses"], js[..., None]], dim=-1), "scores": scores,
             "valid": cand["valid"], "centers": cand["centers"],
-            "center_scores": cand["center_scores"], "heatmaps_up": cand["heatmaps_up"]}
+            "center_scores": cand["center_scores"], "heatmaps_up": cand["heatmaps_up"],
+            "nonfinite": cand["nonfinite"]}
 
 
 # --------------------------------------------------------------------------- back-projection

@@ -213,4 +213,4 @@ def decode_logocap(model, fused: dict, embedding: torch.Tensor, meta, cfg: dict 
     scores = poses[..., 2].mean(-1)
     return {"poses": poses, "scores": scores, "valid": valid & (scores > 0),
             "centers": cand["centers"], "center_scores": cs, "initial_poses": init,
-            "heatmaps_up": up}
+            "heatmaps_up": up, "nonfinite": cand["nonfinite"]}

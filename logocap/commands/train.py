@@ -18,6 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (sets train.epochs)")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out>/last.pth (same weights as an uninterrupted run)")
+    p.add_argument("--init-weights", metavar="FILE", default=None,
+                   help="warm start: begin a new run from the weights of FILE only (a best.pth, a "
+                        "released file, a plain state_dict); optimizer, schedule and epochs start "
+                        "fresh (sets model.pretrained)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to train; auto = CUDA when available")
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
@@ -28,10 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..config import load_config
+    from pathlib import Path
+
+    from ..config import load_config, validate_test_cfg
     from ..engine.train import train
     from ..utils import LogocapError
+    from .common import check_device, check_out
 
+    check_device(args.device)
     cfg = load_config(args.config, args.overrides)
     # explicit flags win over the file and the overrides; set directly (paths are not YAML)
     if args.data is not None:
@@ -44,6 +52,15 @@ def run(args) -> int:
         cfg["train"]["epochs"] = args.epochs
     if args.resume:
         cfg["train"]["resume"] = True
+    if args.init_weights is not None:
+        if args.resume:
+            raise LogocapError("give --resume (continue a run) or --init-weights (start a new one "
+                               "from some weights), not both")
+        if not Path(args.init_weights).is_file():
+            raise LogocapError(f"--init-weights: file not found: {args.init_weights}")
+        cfg["model"]["pretrained"] = args.init_weights
+    check_out(cfg["train"]["out"], flag="--out (train.out)")
+    validate_test_cfg(cfg["test"])
     summary = train(cfg, device=None if args.device == "auto" else args.device, sync_bn=args.sync_bn)
     if summary.get("is_main", True):
         best = summary["best_ap"]

@@ -141,11 +141,19 @@ class CocoPoseDataset(torch.utils.data.Dataset):
                 raise LogocapError(f"annotation file {self.ann_file}: an annotation lacks 'image_id'")
             if ann.get("category_id", self.category_id) != self.category_id:
                 continue
-            kps = ann.get("keypoints", [0] * n)
+            if "keypoints" not in ann:  # as evaluation refuses it (evaluation._check_gt)
+                raise LogocapError(f"annotation file {self.ann_file}: annotation id "
+                                   f"{ann.get('id', '?')} lacks keypoints")
+            kps = ann["keypoints"]
             if not isinstance(kps, list) or len(kps) != n:
                 raise LogocapError(f"annotation file {self.ann_file}: annotation {ann.get('id')} "
                                    f"has {len(kps) if isinstance(kps, list) else '?'} keypoint "
                                    f"values, expected {n}")
+            bad = [v for v in kps if isinstance(v, bool) or not isinstance(v, (int, float))
+                   or not np.isfinite(v)]
+            if bad:
+                raise LogocapError(f"annotation file {self.ann_file}: annotation id {ann.get('id', '?')} "
+                                   f"has a non-numeric or non-finite keypoint value ({bad[0]!r})")
             if ann["image_id"] not in image_ids:
                 raise LogocapError(f"annotation file {self.ann_file}: annotation {ann.get('id')} "
                                    f"names unknown image {ann['image_id']!r}")
@@ -243,6 +251,24 @@ class CocoPoseDataset(torch.utils.data.Dataset):
             return self._val_sample(index)
         return self._train_sample(index)
 
+    # an undecodable file found mid-epoch is replaced by the next images (deterministically)
+    MAX_SUBSTITUTES = 10
+
+    def _load_train_image(self, index: int, skipped: list, warned: list):
+        """(image id, RGB image) of sample ``index``. A file that cannot be decoded (a valid header
+        with a broken body passes ``check_images``) is replaced by the next readable one, in index
+        order, so the run goes on and stays reproducible; each replaced file is listed in
+        ``skipped``, truncated-JPEG warnings in ``warned`` (the training loop reports them)."""
+        n = len(self.image_ids)
+        for k in range(min(n, self.MAX_SUBSTITUTES + 1)):
+            image_id = self.image_ids[(index + k) % n]
+            try:
+                return image_id, load_image(self.image_path(image_id), warned)
+            except LogocapError as e:
+                skipped.append(str(e))
+        raise LogocapError(f"{len(skipped)} training images in a row cannot be read, the first: "
+                           f"{skipped[0]}")
+
     def _val_sample(self, index):
         image_id = self.image_ids[index]
         img = load_image(self.image_path(image_id))
@@ -252,8 +278,8 @@ class CocoPoseDataset(torch.utils.data.Dataset):
                 "affine": torch.from_numpy(M), "image_id": image_id, "orig_size": (h, w)}
 
     def _train_sample(self, index):
-        image_id = self.image_ids[index]
-        img = load_image(self.image_path(image_id))
+        skipped, warned = [], []
+        image_id, img = self._load_train_image(index, skipped, warned)
         h, w = img.shape[:2]
         S, s_out = self.input_size, self.input_size // STRIDE
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -293,6 +319,8 @@ class CocoPoseDataset(torch.utils.data.Dataset):
             "image_id": image_id,
             "affine": torch.from_numpy(M),
             "flipped": flipped,
+            "skipped_images": skipped,
+            "image_warnings": warned,
         })
         return sample
 
@@ -314,7 +342,10 @@ def collate_train(samples: list[dict]) -> dict:
         kps[b, :n], areas[b, :n], mask[b, :n] = s["gt_keypoints"], s["gt_areas"], True
     out.update({"gt_keypoints": kps, "gt_areas": areas, "gt_mask": mask,
                 "image_id": [s["image_id"] for s in samples],
-                "flipped": torch.tensor([bool(s["flipped"]) for s in samples])})
+                "flipped": torch.tensor([bool(s["flipped"]) for s in samples]),
+                # files replaced by another image / truncated JPEGs (messages, for the log)
+                "skipped_images": [m for s in samples for m in s.get("skipped_images", ())],
+                "image_warnings": [m for s in samples for m in s.get("image_warnings", ())]})
     return out
 
 

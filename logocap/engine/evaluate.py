@@ -41,12 +41,15 @@ def evaluate_model(model, dataset_val, meta, test_cfg: dict, input_size: int, ba
     for start in range(0, len(ids), batch_size):
         chunk, images = [], []
         for i in ids[start:start + batch_size]:
+            problems = []
             try:  # an unreadable image is skipped and counted; the rest are still evaluated
-                images.append(load_image(dataset_val.image_path(i)))
+                images.append(load_image(dataset_val.image_path(i), problems))
                 chunk.append(i)
             except LogocapError as e:
                 print(f"warning: skipped: {e}", file=sys.stderr)
                 skipped += 1
+            for msg in problems:  # a truncated JPEG is evaluated as decoded, with a warning
+                print(f"warning: {msg}", file=sys.stderr)
         for image_id, poses in zip(chunk, predictor.predict_batch(images)):
             poses_by_image[image_id] = poses
         if bar is not None:

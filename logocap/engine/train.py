@@ -202,10 +202,18 @@ class _RunLog:
         self.csv, self.png = out / "metrics.csv", out / "loss.png"
         self.records = []
         if self.jsonl.is_file():  # resume: keep what happened before the resumed epoch
-            for line in self.jsonl.read_text().splitlines():
-                rec = json.loads(line) if line.strip() else None
-                if rec and rec.get("epoch", 0) <= start_epoch:
+            torn = 0
+            for line in self.jsonl.read_text(errors="replace").splitlines():
+                try:
+                    rec = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:  # a kill in the middle of an append
+                    torn += 1
+                    continue
+                if isinstance(rec, dict) and rec.get("epoch", 0) <= start_epoch:
                     self.records.append(rec)
+            if torn:
+                print(f"warning: {self.jsonl}: dropped {torn} unreadable line(s) (a run killed "
+                      f"while writing)", file=sys.stderr)
             atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def add(self, rec: dict) -> None:
@@ -254,6 +262,56 @@ def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+# ---------------------------------------------------------------------------------------- safety
+# what --resume needs besides the weights
+_RESUME_KEYS = ("optimizer", "scheduler", "epoch", "global_step", "rng")
+
+
+def _check_resumable(ckpt: dict, path: Path) -> None:
+    """One line naming what a resume checkpoint lacks (a copied best.pth, a released file, a plain
+    state_dict hold weights only), and the warm start that uses just the weights."""
+    missing = [k for k in _RESUME_KEYS if ckpt.get(k) is None] if ckpt.get("format") == "logocap" \
+        else list(_RESUME_KEYS)
+    if missing:
+        raise LogocapError(f"cannot resume from {path}: it holds weights but no training state "
+                           f"({', '.join(missing)} missing); to start a new run from these weights "
+                           f"use --init-weights {path} (model.pretrained={path}) without --resume")
+
+
+def _diverged(net: nn.Module, images: torch.Tensor) -> str | None:
+    """Why the weights must not be saved, or None: a NaN/Inf weight or buffer, or NaN/Inf outputs
+    in eval mode (weights at ~1e12 still train with finite batch statistics but predict NaN)."""
+    bad = [k for k, v in net.state_dict().items()
+           if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        return f"{len(bad)} weight tensor(s) hold NaN/Inf (e.g. {bad[0]})"
+    p = next(net.parameters())
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(images[:1].to(p.device, p.dtype))
+    finally:
+        net.train(was_training)
+    bad = [k for k, v in out.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
+    return f"the model predicts NaN/Inf ({', '.join(bad)})" if bad else None
+
+
+def _kept(out: Path) -> str:
+    last = out / "last.pth"
+    return f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written"
+
+
+def _report_images(batch: dict, seen: set) -> None:
+    """Warn once per file about images replaced mid-epoch (undecodable) or truncated JPEGs."""
+    for key, what in (("skipped_images", "skipped (replaced by another image)"),
+                      ("image_warnings", None)):
+        for msg in batch.pop(key, ()):
+            if msg not in seen:
+                seen.add(msg)
+                print(f"warning: {what + ': ' if what else ''}{msg}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------------------- the loop
 def train(cfg: dict, device: str | None = None, sync_bn: bool | None = None) -> dict:
     """Train ``cfg`` (logocap.config.DEFAULTS shape); returns a summary dict.
@@ -276,8 +334,13 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     from ..losses import build_criterion
     from ..models import create_model
 
+    from ..config import validate_test_cfg
+    from ..evaluation import check_ground_truth
+    from ..utils import remove_stale_temporaries
+
     tcfg = cfg["train"]
     out = Path(tcfg["out"])
+    validate_test_cfg(cfg["test"])  # a bad decoding setting fails now, not at the first evaluation
     log = print if info.is_main else (lambda *a, **k: None)
     if sync_bn is None:
         sync_bn = bool(tcfg.get("sync_bn", True))
@@ -321,6 +384,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
         ckpt = load_checkpoint(out / "last.pth") if (out / "last.pth").is_file() else None
         if ckpt is None:
             raise LogocapError(f"nothing to resume: {out / 'last.pth'} does not exist")
+        _check_resumable(ckpt, out / "last.pth")
         load_weights(model, ckpt["state_dict"], what=f"resume checkpoint {out / 'last.pth'}")
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -339,6 +403,8 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     runlog = None
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for p in remove_stale_temporaries(out):  # left by a run killed while writing
+            log(f"removed a stale temporary file of an interrupted write: {p}")
         from ..config import dump_config
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         runlog = _RunLog(out, start_epoch)
@@ -346,9 +412,13 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
             f"process(es) x batch {tcfg['batch_size']}, {iters} it/epoch, device {info.device}"
             f", precision {precision.describe()}; run folder {out}")
 
-    val_dataset = None
+    # the validation annotations are checked now (every process), not after the first epoch
+    val_dataset = build_val_dataset(cfg) if int(tcfg["eval_every"] or 0) > 0 else None
+    if val_dataset is not None:
+        check_ground_truth(val_dataset.coco, meta)
     epochs = int(tcfg["epochs"])
     history = []
+    seen_images = set()  # image problems already reported
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch)
         if hasattr(dataset, "set_epoch"):
@@ -359,6 +429,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
         for it, batch in enumerate(loader):
             if it >= iters:
                 break
+            _report_images(batch, seen_images)
             batch = precision.cast_batch(_to_device(batch, info.device))
             balance_offset_weights(batch, info.world_size)
             losses = ddp(batch)
@@ -369,8 +440,9 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
             global_step += 1
             vals = {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
             if not math.isfinite(vals["loss"]):
-                raise RuntimeError(f"training loss is {vals['loss']} at epoch {epoch + 1}, "
-                                   f"iteration {it + 1}: lower train.lr or check the data")
+                raise LogocapError(f"training loss is {vals['loss']} at epoch {epoch + 1}, iteration "
+                                   f"{it + 1}: training diverged, {_kept(out)}; lower train.lr or "
+                                   f"check the data")
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v
             if bar is not None:
@@ -391,7 +463,16 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
                "time": round(time.time() - t0, 3), **{k: float(v) for k, v in zip(keys, mean)}}
         rng = get_rng_state()  # the training stream continues from here, evaluation or not
 
-        # ---- evaluate (rank 0) and save
+        # ---- save (rank 0), then evaluate: a failing evaluation never costs the epoch's weights
+        if info.is_main:
+            why = _diverged(D.unwrap(ddp), batch["image"])
+            if why:  # never overwrite a good checkpoint with a diverged one
+                raise LogocapError(f"training diverged at epoch {epoch + 1}: {why}; {_kept(out)}; "
+                                   f"lower train.lr or check the data")
+            extra = {"global_step": global_step, "best_ap": best_ap, "rng": rng,
+                     "scaler": scaler.state_dict() if use_amp else None}
+            save_checkpoint(out / "last.pth", ddp, meta, cfg, optimizer, scheduler,
+                            epoch=epoch + 1, extra=extra)
         every = int(tcfg["eval_every"] or 0)
         is_best = False
         if info.is_main and every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
@@ -409,11 +490,10 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
         history.append(rec)
         if info.is_main:
             runlog.add(rec)
-            extra = {"global_step": global_step, "best_ap": best_ap, "rng": rng,
-                     "scaler": scaler.state_dict() if use_amp else None}
-            save_checkpoint(out / "last.pth", ddp, meta, cfg, optimizer, scheduler,
-                            epoch=epoch + 1, extra=extra)
-            if is_best:
+            if is_best:  # last.pth again, so that a resume knows the new best AP
+                extra["best_ap"] = best_ap
+                save_checkpoint(out / "last.pth", ddp, meta, cfg, optimizer, scheduler,
+                                epoch=epoch + 1, extra=extra)
                 save_checkpoint(out / "best.pth", ddp, meta, cfg, epoch=epoch + 1,
                                 extra={"global_step": global_step, "best_ap": best_ap})
             log(f"epoch {epoch + 1}/{epochs}: loss {rec['loss']:.5g}"
