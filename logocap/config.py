@@ -95,6 +95,11 @@ DEFAULTS: dict = {
         "gaussian_sigma": 16.0,
         "top2_lambda": 0.75,
         "window_scale": 1.0,  # multiply mesh steps / global window at small inputs
+        # DEKR decoding (codecs/dekr_decode.py; the keys above it reads: flip, topk,
+        # center_threshold, nms_threshold, nms_num_joints, max_people, pose_nms)
+        "scales": [1.0],  # multi-scale test, e.g. [0.5, 1.0, 2.0]; must include 1.0
+        "scale_decrease": 0.9,  # other scales' center scores -> scale-1 max x this (CrowdPose 0.8)
+        "match_heatmap": False,  # snap joints to heat peaks + Gaussian fit (TEST.MATCH_HMP)
     },
 }
 
@@ -194,7 +199,7 @@ def validate_test_cfg(test: dict) -> dict:
         if key in t and t[key] not in allowed:
             names = ", ".join("null" if a is None else str(a) for a in allowed)
             raise LogocapError(f"test.{key} must be one of {names}; got {t[key]!r}")
-    for key in ("flip", "gaussian_reweigh"):
+    for key in ("flip", "gaussian_reweigh", "match_heatmap"):
         if key in t and not isinstance(t[key], bool):
             raise LogocapError(f"test.{key} must be true or false, got {t[key]!r}")
     for key in ("topk", "max_people"):
