@@ -250,7 +250,17 @@ class _RunLog:
         ax.set_ylabel("training loss")
         if all(r["loss"] > 0 for r in steps + epochs):
             ax.set_yscale("log")
-        ax.legend()
+        handles, labels = ax.get_legend_handles_labels()
+        evals = [r for r in epochs if "val_AP" in r]
+        if evals:  # the learning curve: val AP per evaluated epoch on a second axis
+            ax2 = ax.twinx()
+            ax2.plot([r["step"] for r in evals], [r["val_AP"] for r in evals], "s-", color="C3",
+                     label="val AP")
+            ax2.set_ylabel("val AP (COCOeval)")
+            ax2.set_ylim(0, max(0.05, 1.1 * max(r["val_AP"] for r in evals)))
+            h2, l2 = ax2.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        ax.legend(handles, labels, loc="upper right")
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
