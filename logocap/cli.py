@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "predict": "predict",
+    "video": "video",
     "upper-bound": "upper_bound",
     "bench": "bench",
     "demo": "demo",

@@ -1,9 +1,14 @@
 """Predictor: RGB images -> :class:`logocap.Poses` in original-image pixels.
 
 One pass per batch: test transform (short side -> input size, long side to a multiple of 64),
-normalisation, padding to the largest image (bottom / right, which leaves each affine unchanged),
-image + mirror as one forward pass, decoding (LOGO-CAP when the model has ``kam``, else the
-center-offset baseline), pose NMS, the ``max_people`` cap, and back-projection.
+normalisation, image + mirror as one forward pass, decoding (LOGO-CAP when the model has ``kam``,
+else the center-offset baseline), pose NMS, the ``max_people`` cap, and back-projection.
+
+Batches never pad: images whose network inputs differ in shape go through separate forward passes
+(:meth:`Predictor.predict_prepared` groups them). Zero padding would change the results, because
+HRNet's low-resolution branches see the whole canvas (measured on the synthetic checkpoints: an
+image padded to a wider neighbour's size lost or gained people and moved joints by hundreds of
+pixels), so a batch of B gives exactly what B single images give.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from .meta import KeypointMeta, get_meta
 from .structures import Poses
 from .utils import LogocapError
 
-__all__ = ["Predictor", "default_input_size"]
+__all__ = ["Predictor", "default_input_size", "prepare_image"]
 
 
 def default_input_size(model_name: str) -> int:
@@ -27,17 +32,23 @@ def default_input_size(model_name: str) -> int:
     return 640 if "w48" in (model_name or "").lower() else 512
 
 
-def _as_rgb(image) -> np.ndarray:
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise LogocapError(f"Predictor needs uint8 RGB images, got dtype {img.dtype}")
-    if img.ndim == 2:  # grayscale: the network is trained on RGB
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.ndim == 3 and img.shape[2] == 4:  # drop alpha
-        img = img[:, :, :3]
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-        raise LogocapError(f"Predictor needs an (H, W, 3) RGB image, got shape {img.shape}")
-    return img
+def prepare_image(image, input_size: int, mean=MEAN, std=STD):
+    """One image -> ``(tensor [3, H, W] float32 normalised, affine (2, 3) float64, (h, w))``.
+
+    ``image``: an (H, W, 3) RGB array; grayscale, RGBA and 16-bit arrays are converted and images
+    over the size limits of :mod:`logocap.sources` refused (LogocapError). Plain numpy / OpenCV /
+    torch work only, so DataLoader workers can run it.
+    """
+    from .sources import to_rgb_uint8
+
+    img = to_rgb_uint8(image)
+    h, w = img.shape[:2]
+    m, (ow, oh) = test_transform(h, w, input_size)
+    warped = warp_image(img, m, (ow, oh))
+    x = torch.from_numpy(np.ascontiguousarray(warped)).permute(2, 0, 1).float().div_(255.0)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (x - mean_t) / std_t, m, (h, w)
 
 
 class Predictor:
@@ -94,24 +105,9 @@ class Predictor:
         return cls(model, kp_meta, int(size), test_cfg, device, info.get("normalization"))
 
     # ------------------------------------------------------------------ inference
-    def _prepare(self, images):
-        """Warp + normalise each image, pad to one batch; returns (batch, affines [B,2,3], sizes)."""
-        tensors, affines, sizes = [], [], []
-        for image in images:
-            img = _as_rgb(image)
-            h, w = img.shape[:2]
-            m, (ow, oh) = test_transform(h, w, self.input_size)
-            warped = warp_image(img, m, (ow, oh))
-            x = torch.from_numpy(np.ascontiguousarray(warped)).permute(2, 0, 1).float().div_(255.0)
-            tensors.append((x - self.mean) / self.std)
-            affines.append(m)
-            sizes.append((h, w))
-        hmax = max(t.shape[1] for t in tensors)
-        wmax = max(t.shape[2] for t in tensors)
-        batch = torch.zeros(len(tensors), 3, hmax, wmax)
-        for i, t in enumerate(tensors):
-            batch[i, :, :t.shape[1], :t.shape[2]] = t  # bottom / right padding keeps the affine
-        return batch, torch.as_tensor(np.stack(affines)), sizes
+    def prepare(self, image):
+        """One RGB image -> ``(tensor [3, H, W], affine (2, 3), (h, w))``; see :func:`prepare_image`."""
+        return prepare_image(image, self.input_size, self.mean.view(-1).tolist(), self.std.view(-1).tolist())
 
     @torch.inference_mode()
     def decode(self, batch: torch.Tensor) -> dict:
@@ -135,12 +131,27 @@ class Predictor:
                                cfg["nms_num_joints"], cfg["max_people"], cfg["pose_nms"])
         return res
 
-    def predict_batch(self, images) -> list[Poses]:
-        """A list of RGB uint8 images -> one :class:`Poses` per image, sorted by score."""
-        images = list(images)
-        if not images:
-            return []
-        batch, affines, sizes = self._prepare(images)
+    def predict_prepared(self, tensors, affines, sizes) -> list[Poses]:
+        """Prepared images (see :meth:`prepare`) -> one :class:`Poses` per image, in order.
+
+        Images whose tensors have the same shape share one forward pass; different shapes get
+        separate passes, never padding (which would change the results, see the module doc).
+        """
+        tensors, sizes = list(tensors), list(sizes)
+        affines = [np.asarray(a, np.float64) for a in affines]
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            groups.setdefault(tuple(t.shape), []).append(i)
+        out: list[Poses | None] = [None] * len(tensors)
+        for idx in groups.values():
+            batch = torch.stack([tensors[i] for i in idx])
+            aff = torch.as_tensor(np.stack([affines[i] for i in idx]))
+            for i, poses in zip(idx, self._predict_tensor(batch, aff, [sizes[i] for i in idx])):
+                out[i] = poses
+        return out
+
+    def _predict_tensor(self, batch, affines, sizes) -> list[Poses]:
+        """One forward pass of an unpadded batch [B, 3, H, W] -> B :class:`Poses`."""
         res = self.decode(batch)
         # Pose NMS ran in input px; the test transform is a similarity, so the relative
         # (diagonal-based) NMS threshold gives the same result as in original px.
@@ -149,9 +160,20 @@ class Predictor:
         scores = res["scores"].float().cpu().numpy()
         out = []
         for b, size in enumerate(sizes):  # packaging only: the decoding above is batched
-            poses = Poses(orig[b][keep[b]], scores[b][keep[b]], self.meta, image_size=size)
+            poses = Poses(orig[b][keep[b]], scores[b][keep[b]], self.meta, image_size=tuple(size))
             out.append(poses.sorted())
         return out
+
+    def predict_batch(self, images) -> list[Poses]:
+        """A list of RGB images -> one :class:`Poses` per image, sorted by score.
+
+        Same-shape network inputs share a forward pass; the results equal those of single images.
+        """
+        images = list(images)
+        if not images:
+            return []
+        prepared = [self.prepare(img) for img in images]
+        return self.predict_prepared(*zip(*prepared))
 
     def predict(self, image) -> Poses:
         """One RGB uint8 image [H, W, 3] -> :class:`Poses` (original px, sorted by score)."""

@@ -2,6 +2,9 @@
 
 ``Poses.keypoints`` is always (N, K, 3) = (x, y, score) in original-image pixels, ``Poses.scores``
 is (N,). Low-confidence joints are never dropped or zeroed: they keep their location and score.
+Results of :func:`logocap.load` models also say where they come from (``path``, ``frame_index``)
+and may hold the image they were computed on (``image``, video frames and arrays), so that
+``.plot()`` works without reading anything again.
 """
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ class Poses:
     meta: KeypointMeta = field(default=None)
     image_id: int | None = None
     image_size: tuple[int, int] | None = None  # (height, width) of the original image
+    path: str | None = None  # the image or video file the poses were found in
+    frame_index: int | None = None  # the frame of a video (0-based)
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)  # RGB uint8, if kept
+    speed: dict | None = field(default=None, repr=False, compare=False)  # ms per stage, if measured
 
     def __post_init__(self):
         if self.meta is None:
@@ -45,7 +52,8 @@ class Poses:
     def __getitem__(self, idx) -> "Poses":
         idx = np.arange(len(self))[idx] if not isinstance(idx, np.ndarray) else idx
         idx = np.atleast_1d(idx)
-        return Poses(self.keypoints[idx], self.scores[idx], self.meta, self.image_id, self.image_size)
+        return Poses(self.keypoints[idx], self.scores[idx], self.meta, self.image_id, self.image_size,
+                     self.path, self.frame_index, self.image, self.speed)
 
     @property
     def boxes(self) -> np.ndarray:
@@ -76,19 +84,51 @@ class Poses:
         return out
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "image_id": self.image_id,
             "image_size": list(self.image_size) if self.image_size else None,
             "keypoint_names": list(self.meta.keypoint_names),
             "poses": [
-                {"score": float(s), "keypoints": kp.round(3).tolist()}
+                {"score": float(s), "keypoints": kp.astype(np.float64).round(3).tolist()}
                 for kp, s in zip(self.keypoints, self.scores)
             ],
         }
+        if self.path is not None:
+            d["path"] = str(self.path)
+        if self.frame_index is not None:
+            d["frame"] = int(self.frame_index)
+        return d
 
     def save_json(self, path: str | Path) -> None:
         from .utils import atomic_write_text
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+
+    # ------------------------------------------------------------------ drawing
+    def draw(self, image: np.ndarray | None = None, threshold: float = 0.3) -> np.ndarray:
+        """The poses drawn on a copy of ``image`` (RGB uint8, original resolution): skeletons
+        coloured by body side, joints above ``threshold``, each person's score.
+
+        Without ``image``: the kept image (video frames, arrays), else the file at ``path``.
+        """
+        from .viz import draw_poses
+
+        if image is None:
+            image = self.image
+        if image is None and self.path is not None and self.frame_index is None:
+            from .sources import read_image
+            image = read_image(self.path)
+        if image is None:
+            from .utils import LogocapError
+            raise LogocapError("Poses.draw needs an image: these poses keep none and have no image path")
+        return draw_poses(image, self, self.meta, threshold)
+
+    def plot(self, threshold: float = 0.3, save: str | Path | None = None) -> np.ndarray:
+        """Draw on the image the poses were found in (see :meth:`draw`); ``save``: also write it."""
+        out = self.draw(None, threshold)
+        if save is not None:
+            from .viz import save_image
+            save_image(save, out)
+        return out
 
     @classmethod
     def empty(cls, meta: KeypointMeta | str = "coco", **kw) -> "Poses":

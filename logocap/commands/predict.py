@@ -7,6 +7,12 @@ deepest folder that holds every argument (``cam1/x.jpg cam2/x.jpg --out R`` -> `
 ``R/cam2/``; one folder argument maps onto ``R`` itself, sub-folders kept). The json and the
 picture are written together or not at all. Unreadable images are skipped with a warning;
 truncated JPEGs are used with a warning; the run fails (exit 2) only if none could be read.
+
+At scale (``--batch B`` and/or ``--workers W``): all images of the PATHs go into ONE COCO results
+json, ``poses.results.json`` (+ ``poses.results.images.json``, the images done) in ``--out`` or in
+the deepest folder common to the PATHs; files are read in W DataLoader workers, B images share a
+forward pass, drawings are written only with ``--draw``, a re-run with the same output resumes
+(skips the images done), and the run ends with images per second. See logocap/folder_predict.py.
 """
 from __future__ import annotations
 
@@ -18,9 +24,10 @@ from pathlib import Path
 from ..utils import LogocapError
 
 HELP = ("predict poses on images or folders (image a.jpg -> a.jpg.poses.json + a.jpg.poses.jpg; "
-        "with --out, the input folders are mirrored below it)")
+        "with --out, the input folders are mirrored below it; with --batch/--workers, one COCO "
+        "results json for all, resumable)")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from ..sources import IMAGE_SUFFIXES  # noqa: E402  (the one list of image suffixes)
 OUTPUT_TAG = ".poses"
 
 
@@ -37,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.3, help="joint score threshold for drawing")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (faster)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    scale = p.add_argument_group("at scale (one COCO results json, resumable)")
+    scale.add_argument("--batch", type=int, default=None, help="images per forward pass; switches to "
+                       "the one-json mode (default there: 8)")
+    scale.add_argument("--workers", type=int, default=None, help="DataLoader processes reading the "
+                       "images; switches to the one-json mode (default there: 2)")
+    scale.add_argument("--draw", action="store_true", help="one-json mode: also write an annotated "
+                       "<name>.poses.jpg per image")
 
 
 def _is_output(path: Path) -> bool:
@@ -83,14 +97,19 @@ def output_paths(image: Path, rel: Path, out: str | None) -> tuple[Path, Path]:
 
 def write_together(json_path: Path, text: str, picture_path: Path, picture: bytes) -> None:
     """Write the json and the picture atomically, both or neither (the json is removed again if
-    the picture cannot be written)."""
+    the picture cannot be written); LogocapError naming the file that could not be written."""
     from ..utils import atomic_write_bytes, atomic_write_text
 
-    atomic_write_text(json_path, text)
+    try:
+        atomic_write_text(json_path, text)
+    except OSError as e:
+        raise LogocapError(f"cannot write {json_path}: {e.strerror or e}") from None
     try:
         atomic_write_bytes(picture_path, picture)
-    except BaseException:
+    except BaseException as e:
         json_path.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise LogocapError(f"cannot write {picture_path}: {e.strerror or e}") from None
         raise
 
 
@@ -116,7 +135,13 @@ def run(args) -> int:
     overrides = {"flip": False} if args.no_flip else {}
     if args.size:
         overrides["input_size"] = args.size
+    if args.batch is not None and args.batch < 1:
+        raise LogocapError(f"--batch must be >= 1, got {args.batch}")
+    if args.workers is not None and args.workers < 0:
+        raise LogocapError(f"--workers must be >= 0, got {args.workers}")
     predictor = Predictor.from_checkpoint(args.weights, args.model, args.device, **overrides)
+    if args.batch is not None or args.workers is not None:
+        return _run_at_scale(args, predictor, images, len(missing))
 
     done, skipped = 0, len(missing)
     for path, rel in tqdm(images, desc="predict", unit="img", file=sys.stderr):
@@ -136,5 +161,34 @@ def run(args) -> int:
         done += 1
     print(f"processed {done}, skipped {skipped}")
     if done == 0:
+        raise LogocapError(f"none of the {len(images)} images could be read")
+    where = "next to the images" if args.out is None else f"under {args.out}"
+    print(f"wrote {done} <name>.poses.json + <name>.poses.jpg {where}")
+    return 0
+
+
+def _run_at_scale(args, predictor, images, missing: int) -> int:
+    """The one-json mode: translate the arguments for ``folder_predict.predict_files``."""
+    from ..folder_predict import RESULTS_NAME, predict_files
+
+    first, rel = images[0]
+    base = Path(os.path.abspath(first)).parents[len(rel.parts) - 1]  # the folder rel is relative to
+    results = Path(args.out or base) / RESULTS_NAME
+    draw = (lambda path, name: output_paths(path, Path(name), args.out)[1]) if args.draw else None
+    weights = Path(args.weights)
+    s = predict_files(predictor, [(p, r.as_posix()) for p, r in images], results,
+                      batch=8 if args.batch is None else args.batch,
+                      workers=2 if args.workers is None else args.workers, draw_path=draw,
+                      threshold=args.threshold,
+                      settings={"weights": f"{weights.name} ({weights.stat().st_size} bytes)"})
+    print(f"predicted {s['done']} images in {s['seconds']:.1f} s ({s['images_per_s']:.2f} images/s), "
+          f"{s['resumed']} done by an earlier run, skipped {len(s['skipped']) + missing}")
+    for name, reason in s["skipped"]:
+        print(f"  skipped {name}: {reason}")
+    print(f"wrote {s['results']} ({s['people']} people this run) and {s['index'].name}")
+    if args.draw:
+        print(f"wrote {s['done']} drawings <name>.poses.jpg "
+              f"{'next to the images' if args.out is None else 'under ' + str(args.out)}")
+    if s["done"] + s["resumed"] == 0:
         raise LogocapError(f"none of the {len(images)} images could be read")
     return 0
