@@ -114,6 +114,9 @@ class Predictor:
         """Normalised input batch [B, 3, H, W] -> decoded candidates (input px) plus ``keep``."""
         cfg = self.cfg
         batch = batch.to(self.device)
+        from .models.dekr import is_dekr
+        if is_dekr(self.model):  # method dispatch point (DEKR): its own flip, scales and NMS
+            return self._decode_dekr(batch)
         if cfg["flip"]:
             fused, plain = run_with_flip(self.model, batch, self.meta, cfg.get("flip_shift", "official"))
         else:
@@ -163,6 +166,31 @@ class Predictor:
             poses = Poses(orig[b][keep[b]], scores[b][keep[b]], self.meta, image_size=tuple(size))
             out.append(poses.sorted())
         return out
+
+    def _decode_dekr(self, batch: torch.Tensor) -> dict:
+        """DEKR (``codecs.dekr_decode``): 3 px-shifted flip, test scales, heat-ranked pose NMS.
+
+        The inputs of the other scales are the scale-1 input resampled with aligned bilinear
+        interpolation (pixel X <-> X / s), so every scale shares the scale-1 frame exactly; the
+        release re-warps the original image instead (more detail at scale 2 for large images).
+        """
+        from .codecs.dekr_decode import decode_dekr, dekr_test_cfg, resample_aligned
+
+        cfg = dekr_test_cfg(self.cfg)
+        h, w = batch.shape[-2:]
+        images = {}
+        for s in cfg["scales"]:
+            hs, ws = h * s, w * s
+            if hs != round(hs) or ws != round(ws) or round(hs) % 32 or round(ws) % 32:
+                raise LogocapError(f"test scale {s} turns the {w}x{h} input into {ws:g}x{hs:g}, "
+                                   "not a multiple of 32 px (the network needs one)")
+            images[s] = batch if s == 1.0 else resample_aligned(batch, (round(hs), round(ws)), s)
+        res = decode_dekr(self.model, images, self.meta, cfg)
+        bad = [k for k, v in res["raw"].items() if not torch.isfinite(v).all()]
+        if bad:
+            raise LogocapError(f"the model produced non-finite values (NaN/Inf) in {', '.join(bad)}: "
+                               "its weights are broken (diverged training or a damaged file)")
+        return res
 
     def predict_batch(self, images) -> list[Poses]:
         """A list of RGB images -> one :class:`Poses` per image, sorted by score.

@@ -100,3 +100,13 @@ def test_registry_and_released_init():
     assert net.head_heatmap[1].weight.std() < 0.01  # normal(0.001)
     rebuilt = create_model(net.model_name, net.num_keypoints, **net.model_kwargs)
     rebuilt.load_state_dict(net.state_dict(), strict=True)
+
+
+def test_a_logocap_file_given_as_dekr_names_both_models():
+    from logocap.utils import LogocapError
+
+    net = create_model("dekr_hrnet_w32")
+    sd = released_state_dict("logocap_w32_keys.txt")
+    with pytest.raises(LogocapError, match="does not fit model 'dekr_hrnet_w32'.*looks like a "
+                                           "'logocap_hrnet_w32' state_dict"):
+        load_weights(net, sd)

@@ -91,6 +91,23 @@ def extract_state_dict(ckpt: dict) -> dict:
     return sd
 
 
+def guess_model_name(state_dict: dict) -> str | None:
+    """The registered model a state_dict most likely belongs to, from its key layout (for error
+    messages): DEKR keeps the trunk at the top level with per-joint offset branches, LOGO-CAP and
+    the center-offset baseline hold it under ``backbone.``; the width comes from stage 2."""
+    if "offset_final_layer.0.weight" in state_dict:
+        family, prefix = "dekr_hrnet", ""
+    elif "joints_mlp.0.weight" in state_dict:
+        family, prefix = "logocap_hrnet", "backbone."
+    elif "final_layer_reg.weight" in state_dict:
+        family, prefix = "center_offset_hrnet", "backbone."
+    else:
+        return None
+    w = state_dict.get(f"{prefix}transition1.0.0.weight")
+    width = int(w.shape[0]) if torch.is_tensor(w) and w.dim() == 4 else None
+    return f"{family}_w{width}" if width in (32, 48) else f"{family} model"
+
+
 def load_weights(model: nn.Module, state_dict: dict, what: str = "checkpoint") -> None:
     """Strict load with a one-line summary of mismatches (missing / unexpected / shapes)."""
     own = model.state_dict()
@@ -103,8 +120,11 @@ def load_weights(model: nn.Module, state_dict: dict, what: str = "checkpoint") -
                  f"{len(shapes)} shape mismatches"]
         first = (shapes[:2] + missing[:2] + unexpected[:2])[:4]
         name = getattr(model, "model_name", type(model).__name__)
+        guess = guess_model_name(state_dict)
+        hint = f"it looks like a '{guess}' state_dict" if guess and guess != name else \
+            "is it for another model or keypoint set?"
         raise LogocapError(f"{what} does not fit model '{name}' ({', '.join(parts)}; e.g. "
-                           f"{'; '.join(first)}): is it for another model or keypoint set?")
+                           f"{'; '.join(first)}): {hint}")
     model.load_state_dict(state_dict, strict=True)
 
 
