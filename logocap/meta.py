@@ -10,7 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["KeypointMeta", "COCO", "CROWDPOSE", "get_meta", "meta_from_coco_category", "list_metas"]
+__all__ = ["KeypointMeta", "COCO", "CROWDPOSE", "get_meta", "meta_from_coco_category", "list_metas",
+           "rescore_limbs"]
 
 
 def _side(name: str) -> str:
@@ -191,6 +192,33 @@ CROWDPOSE = KeypointMeta(
 )
 
 _REGISTRY = {"coco": COCO, "ochuman": COCO, "synthetic": COCO, "crowdpose": CROWDPOSE}
+
+# Limbs of the pose rescoring net (DEKR ``lib/utils/rescore.py``; notes 10.3 step 9): (a, b) pairs,
+# feature = joint a - joint b, in the released ORDER (the trained nets depend on it), and the two
+# limbs whose mean length is the scale (#9 and #11 of the list). For COCO these are the torso sides
+# (left shoulder-left hip, right shoulder-right hip); the CrowdPose list reuses the indices, which
+# there pick left hip-left knee and left knee-left ankle.
+_RESCORE_LIMBS = {
+    _COCO_NAMES: (((0, 1), (0, 2), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 6), (5, 7), (5, 11),
+                   (6, 8), (6, 12), (7, 9), (8, 10), (11, 12), (11, 13), (12, 14), (13, 15),
+                   (14, 16)), (9, 11)),
+    _CROWDPOSE_NAMES: (((12, 13), (13, 0), (13, 1), (0, 2), (1, 3), (2, 4), (3, 5), (0, 6), (1, 7),
+                        (6, 8), (7, 9), (8, 10), (9, 11), (6, 7), (0, 1)), (9, 11)),
+}
+
+
+def rescore_limbs(meta: KeypointMeta) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """(limbs, scale limbs) of the rescoring features for a keypoint set.
+
+    COCO-17 and CrowdPose-14: the released lists (19 and 15 limbs; 74- and 59-d features). Any
+    other set: its skeleton, scaled by the mean length of all its limbs. ValueError if it has no
+    skeleton.
+    """
+    if meta.keypoint_names in _RESCORE_LIMBS:
+        return _RESCORE_LIMBS[meta.keypoint_names]
+    if not meta.skeleton:
+        raise ValueError(f"keypoint set '{meta.name}' has no skeleton to build rescoring features from")
+    return tuple(meta.skeleton), tuple(range(len(meta.skeleton)))
 
 
 def list_metas() -> list[str]:

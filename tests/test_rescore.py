@@ -1,0 +1,81 @@
+"""Rescoring net: features, the released key layout, keypoint-set checks, Predictor hook."""
+import numpy as np
+import pytest
+import torch
+
+from logocap.meta import COCO, CROWDPOSE, KeypointMeta, rescore_limbs
+from logocap.models.rescore import (RescoreNet, load_rescorer, num_features, rescore_features,
+                                    rescore_scores, save_rescorer)
+from logocap.utils import LogocapError
+from test_dekr_model import released_keys
+
+
+def _released_rescore_sd(seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(s, generator=g) * 0.1 for k, s in released_keys("dekr_w32_keys.txt")[1].items()}
+
+
+def test_released_layout_loads_strictly_for_coco_only(tmp_path):
+    sd = _released_rescore_sd()
+    assert sd["l1.weight"].shape == (256, 74) and num_features(COCO) == 74
+    f = tmp_path / "final_rescore_coco_kpt.pth"
+    torch.save(sd, f)
+    net = load_rescorer(f, COCO)
+    assert torch.equal(net.l3.bias, sd["l3.bias"])
+    with pytest.raises(LogocapError, match="takes 74 features, but the keypoint set 'crowdpose'.*59"):
+        load_rescorer(f, CROWDPOSE)
+    torch.save({"l1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(LogocapError, match="not a rescoring net"):
+        load_rescorer(tmp_path / "bad.pth", COCO)
+    with pytest.raises(LogocapError, match="not found"):
+        load_rescorer(tmp_path / "missing.pth", COCO)
+
+
+def test_features_known_answer_and_invariance():
+    limbs, scale = rescore_limbs(COCO)
+    assert len(limbs) == 19 and scale == (9, 11)
+    assert (COCO.keypoint_names[limbs[9][0]], COCO.keypoint_names[limbs[9][1]]) == ("left_shoulder", "left_hip")
+    rng = np.random.default_rng(0)
+    pose = torch.tensor(np.concatenate([rng.uniform(0, 100, (17, 2)), rng.uniform(0, 1, (17, 1))], 1))
+    f = rescore_features(pose, COCO)
+    assert f.shape == (74,)
+    s = ((pose[5, :2] - pose[11, :2]).norm() + (pose[6, :2] - pose[12, :2]).norm()) / 2
+    assert torch.allclose(f[0:2], (pose[0, :2] - pose[1, :2]) / s)  # limb 0 = nose - left eye
+    assert torch.allclose(f[38 + 9], torch.tensor(1.0, dtype=f.dtype) * (pose[5, :2] - pose[11, :2]).norm() / s)
+    assert torch.equal(f[57:], pose[:, 2])
+    moved = pose.clone()
+    moved[:, :2] = 3.0 * pose[:, :2] + torch.tensor([20.0, -7.0], dtype=pose.dtype)
+    assert torch.allclose(rescore_features(moved, COCO), f)
+    # batched, CrowdPose, and the 1 px floor of a collapsed pose
+    crowd = torch.zeros(2, 5, 14, 3)
+    assert rescore_features(crowd, CROWDPOSE).shape == (2, 5, 59)
+    assert torch.isfinite(rescore_features(crowd, CROWDPOSE)).all()
+
+
+def test_our_format_round_trip_and_keypoint_set_refusal(tmp_path):
+    torch.manual_seed(0)
+    net = RescoreNet(num_features(CROWDPOSE))
+    f = tmp_path / "rescore_crowdpose.pth"
+    save_rescorer(f, net, CROWDPOSE, extra={"epochs": 1})
+    back = load_rescorer(f, CROWDPOSE)
+    x = torch.randn(4, 59)
+    assert torch.allclose(back(x), net(x))
+    # a custom 14-keypoint set with the same feature size is still another keypoint set
+    names = tuple(f"k{i}" for i in range(14))
+    other = KeypointMeta("custom14", names, (), tuple((i, i + 1) for i in range(13)) + ((0, 2), (3, 5)),
+                         (0.05,) * 14)
+    assert num_features(other) == 59
+    with pytest.raises(LogocapError, match="trained for the keypoint set 'crowdpose'"):
+        load_rescorer(f, other)
+
+
+def test_rescore_scores_multiplies_the_predicted_oks():
+    torch.manual_seed(0)
+    net = RescoreNet(74).eval()
+    poses = torch.rand(2, 3, 17, 3) * 50
+    scores = torch.rand(2, 3)
+    out = rescore_scores(net, poses, scores, COCO)
+    assert torch.allclose(out, net(rescore_features(poses, COCO)).detach() * scores)
+    with torch.no_grad():
+        net.l3.bias.fill_(float("nan"))
+    assert torch.equal(rescore_scores(net, poses, scores, COCO), torch.zeros(2, 3))
