@@ -100,6 +100,7 @@ DEFAULTS: dict = {
         "scales": [1.0],  # multi-scale test, e.g. [0.5, 1.0, 2.0]; must include 1.0
         "scale_decrease": 0.9,  # other scales' center scores -> scale-1 max x this (CrowdPose 0.8)
         "match_heatmap": False,  # snap joints to heat peaks + Gaussian fit (TEST.MATCH_HMP)
+        "rescore": None,  # pose rescoring net file (any method; models/rescore.py), None = off
     },
 }
 

@@ -79,6 +79,11 @@ class Predictor:
         norm = normalization or {"mean": MEAN, "std": STD}
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1)
+        # pose rescoring net (any method): new score = predicted OKS x pose score
+        self.rescorer = None
+        if self.cfg.get("rescore"):
+            from .models.rescore import load_rescorer
+            self.rescorer = load_rescorer(self.cfg["rescore"], self.meta, self.device)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -158,9 +163,13 @@ class Predictor:
         res = self.decode(batch)
         # Pose NMS ran in input px; the test transform is a similarity, so the relative
         # (diagonal-based) NMS threshold gives the same result as in original px.
-        orig = to_original(res["poses"], affines.to(res["poses"].device)).float().cpu().numpy()
+        orig = to_original(res["poses"], affines.to(res["poses"].device)).float().cpu()
+        scores = res["scores"].float().cpu()
+        if self.rescorer is not None:  # on the original-pixel poses, as released
+            from .models.rescore import rescore_scores
+            scores = rescore_scores(self.rescorer, orig, scores, self.meta)
+        orig, scores = orig.numpy(), scores.numpy()
         keep = res["keep"].cpu().numpy()
-        scores = res["scores"].float().cpu().numpy()
         out = []
         for b, size in enumerate(sizes):  # packaging only: the decoding above is batched
             poses = Poses(orig[b][keep[b]], scores[b][keep[b]], self.meta, image_size=tuple(size))

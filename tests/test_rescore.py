@@ -79,3 +79,24 @@ def test_rescore_scores_multiplies_the_predicted_oks():
     with torch.no_grad():
         net.l3.bias.fill_(float("nan"))
     assert torch.equal(rescore_scores(net, poses, scores, COCO), torch.zeros(2, 3))
+
+
+def test_predictor_rescores_any_model(tmp_path):
+    from logocap.models import create_model
+    from logocap.predict import Predictor
+
+    torch.manual_seed(0)
+    net = RescoreNet(74).eval()
+    f = tmp_path / "rescore.pth"
+    torch.save(net.state_dict(), f)  # the released (plain state_dict) layout
+    img = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    for name in ("dekr_hrnet_tiny", "center_offset_hrnet_tiny"):
+        model = create_model(name)
+        cfg = {"center_threshold": -1.0}
+        base = Predictor(model, COCO, 64, cfg).predict(img)
+        res = Predictor(model, COCO, 64, {**cfg, "rescore": str(f)}).predict(img)
+        assert len(base) == len(res) >= 1
+        expect = rescore_scores(net, torch.as_tensor(base.keypoints), torch.as_tensor(base.scores), COCO)
+        assert np.allclose(np.sort(res.scores), np.sort(expect.numpy()), atol=1e-6)
+    with pytest.raises(LogocapError, match="keypoint set 'crowdpose'"):
+        Predictor(create_model("dekr_hrnet_tiny", num_keypoints=14), CROWDPOSE, 64, {"rescore": str(f)})

@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "none = the checkpoint's, else 512 / 640 for W32 / W48")
     p.add_argument("--threshold", type=float, default=0.3, help="joint score threshold for drawing")
     p.add_argument("--no-flip", action="store_true", help="disable the flip test (faster)")
+    p.add_argument("--rescore", default=None, metavar="FILE", help="pose rescoring net "
+                   "(e.g. DEKR's final_rescore_coco_kpt.pth or one from rescore training)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     scale = p.add_argument_group("at scale (one COCO results json, resumable)")
     scale.add_argument("--batch", type=int, default=None, help="images per forward pass; switches to "
@@ -133,6 +135,8 @@ def run(args) -> int:
     if args.size is not None and (args.size < 64 or args.size % 64):
         raise LogocapError(f"--size must be a multiple of 64 (>= 64), got {args.size}")
     overrides = {"flip": False} if args.no_flip else {}
+    if args.rescore:
+        overrides["rescore"] = args.rescore
     if args.size:
         overrides["input_size"] = args.size
     if args.batch is not None and args.batch < 1:
