@@ -95,6 +95,7 @@ DEFAULTS: dict = {
         "gaussian_sigma": 16.0,
         "top2_lambda": 0.75,
         "window_scale": 1.0,  # multiply mesh steps / global window at small inputs
+        "impl": "fast",  # global-KEM gather: fast (separable, same values) | reference (per point)
         # DEKR decoding (codecs/dekr_decode.py; the keys above it reads: flip, topk,
         # center_threshold, nms_threshold, nms_num_joints, max_people, pose_nms)
         "scales": [1.0],  # multi-scale test, e.g. [0.5, 1.0, 2.0]; must include 1.0
@@ -190,12 +191,13 @@ def validate_test_cfg(test: dict) -> dict:
     present are checked (a partial dict is fine). Returns ``test`` unchanged.
     """
     from .codecs.decode import FLIP_SHIFTS, UPSAMPLE_MODES
-    from .codecs.logocap_decode import ADAPTATIONS
+    from .codecs.logocap_decode import ADAPTATIONS, IMPLS
     from .codecs.mesh import SAMPLE_MODES
 
     t = dict(test or {})
     choices = {"upsample": UPSAMPLE_MODES, "flip_shift": FLIP_SHIFTS, "adaptation": ADAPTATIONS,
-               "sample_mode": (None,) + tuple(SAMPLE_MODES), "pose_nms": ("official", "greedy")}
+               "sample_mode": (None,) + tuple(SAMPLE_MODES), "pose_nms": ("official", "greedy"),
+               "impl": IMPLS}
     for key, allowed in choices.items():
         if key in t and t[key] not in allowed:
             names = ", ".join("null" if a is None else str(a) for a in allowed)

@@ -19,16 +19,20 @@ import torch
 import torch.nn.functional as F
 
 from .decode import center_offset_candidates
-from .mesh import global_offsets, local_mesh, sample_per_channel, bilinear_sample_at
+from .mesh import global_offsets, local_mesh, sample_per_channel, sample_window, bilinear_sample_at
 
-__all__ = ["ADAPTATIONS", "decode_cfg", "sample_mode", "gaussian_window", "local_kems",
-           "global_kems", "adapt", "top2", "refine", "decode_logocap"]
+__all__ = ["ADAPTATIONS", "IMPLS", "decode_cfg", "sample_mode", "gaussian_window", "local_kems",
+           "global_kems", "reweigh", "adapt", "top2", "refine", "decode_logocap"]
 
 ADAPTATIONS = ("none", "kems", "partial", "full")
+# Global-KEM sampling: "fast" (separable window gather, ``mesh.sample_window``) or "reference" (the
+# per-point gather of every 97x97 grid point, as the released code does). Identical values; the
+# reference stays selectable as the baseline of the speed benchmark.
+IMPLS = ("fast", "reference")
 
 _DEFAULTS = {"topk": 30, "center_threshold": 0.01, "upsample": "official", "adaptation": "full",
              "local_size": 11, "global_size": 97, "gaussian_reweigh": True, "gaussian_sigma": 16.0,
-             "top2_lambda": 0.75, "window_scale": 1.0}
+             "top2_lambda": 0.75, "window_scale": 1.0, "impl": "fast"}
 
 
 def decode_cfg(cfg: dict | None) -> dict:
@@ -37,6 +41,8 @@ def decode_cfg(cfg: dict | None) -> dict:
     out.update(cfg or {})
     if out["adaptation"] not in ADAPTATIONS:
         raise ValueError(f"test.adaptation must be one of {ADAPTATIONS}, got {out['adaptation']!r}")
+    if out["impl"] not in IMPLS:
+        raise ValueError(f"test.impl must be one of {IMPLS}, got {out['impl']!r}")
     for key in ("local_size", "global_size"):
         if int(out[key]) < 1 or int(out[key]) % 2 == 0:
             raise ValueError(f"test.{key} must be a positive odd number, got {out[key]}")
@@ -71,12 +77,28 @@ def local_kems(embedding: torch.Tensor, batch_index: torch.Tensor, mesh: torch.T
 
 
 def global_kems(heatmaps_up: torch.Tensor, batch_index: torch.Tensor, poses: torch.Tensor,
-                size: int = 97, mode: str = "official") -> torch.Tensor:
+                size: int = 97, mode: str = "official", impl: str = "fast") -> torch.Tensor:
     """Eqn. 8 (sampling): joint k's upsampled heatmap read on the a x a grid (1 input px apart)
-    centred on the initial joint. heatmaps_up [B, >=K, H, W], poses [N, K, 2] -> [N, K, a, a]."""
+    centred on the initial joint. heatmaps_up [B, >=K, H, W], poses [N, K, 2] -> [N, K, a, a].
+
+    ``impl`` "fast" (``mesh.sample_window``) and "reference" give identical values; when autograd
+    needs the heatmaps (training) the reference gather is used."""
+    if impl == "fast" and not (torch.is_grad_enabled() and heatmaps_up.requires_grad):
+        return sample_window(heatmaps_up, batch_index, poses, size, mode)
     K = poses.shape[1]
     pts = poses[:, :, None, None, :] + global_offsets(size, 1.0, poses.device).to(poses.dtype)
     return sample_per_channel(heatmaps_up[:, :K], batch_index, pts, mode)
+
+
+def reweigh(global_kem: torch.Tensor, cfg: dict, inplace: bool = False) -> torch.Tensor:
+    """Eqn. 8 Gaussian prior on [N, K, a, a] global KEMs (sigma x window_scale), if switched on;
+    ``inplace`` multiplies the tensor itself (same values, one allocation less)."""
+    if not cfg["gaussian_reweigh"]:
+        return global_kem
+    a = global_kem.shape[-1]
+    g = gaussian_window(a, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
+                        global_kem.device, global_kem.dtype)
+    return global_kem.mul_(g) if inplace else global_kem * g
 
 
 def adapt(global_kem: torch.Tensor, kams: torch.Tensor) -> torch.Tensor:
@@ -122,10 +144,8 @@ def refine(model, heatmaps_up: torch.Tensor, embedding: torch.Tensor, batch_inde
     if clamp:
         kams = kams.clamp(0.0, 1.0)
     tick("local_kams")
-    size = int(cfg["global_size"])
-    gk = global_kems(heatmaps_up, batch_index, poses, size, mode)
-    if cfg["gaussian_reweigh"]:
-        gk = gk * gaussian_window(size, float(cfg["gaussian_sigma"]) * ws, gk.device, gk.dtype)
+    gk = global_kems(heatmaps_up, batch_index, poses, int(cfg["global_size"]), mode, cfg["impl"])
+    gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast")
     refined = adapt(gk, kams)
     off, values = top2(refined, float(cfg["top2_lambda"]))
     tick("global_kams")
@@ -195,11 +215,8 @@ def decode_logocap(model, fused: dict, embedding: torch.Tensor, meta, cfg: dict 
         tick("local_kams")
     elif cfg["adaptation"] == "kems":
         # Table 7 "KEMs only": the Gaussian-reweighed global KEM alone (no KAM kernel), top-2
-        size = int(cfg["global_size"])
-        gk = global_kems(up, bi, poses0, size, mode)
-        if cfg["gaussian_reweigh"]:
-            gk = gk * gaussian_window(size, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
-                                      gk.device, gk.dtype)
+        gk = global_kems(up, bi, poses0, int(cfg["global_size"]), mode, cfg["impl"])
+        gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast")
         off, values = top2(gk, float(cfg["top2_lambda"]))
         joints = poses0 + off
         tick("global_kams")

@@ -8,13 +8,15 @@ All coordinates are (x, y) in input pixels unless said otherwise; pixel i sits a
 - ``global_offsets``: the a x a (97) global KEM offsets, 1 input px apart, not sigma-scaled.
 - ``bilinear_sample`` / ``bilinear_sample_at`` / ``sample_per_channel``: batched gathers with two
   edge behaviours, ``official`` (the released gather, see below) and ``clean`` (border clamp).
+- ``sample_window``: the same gather on an a x a integer-offset window (the global KEMs), computed
+  separably; bit-identical to ``sample_per_channel`` on that grid and several times faster.
 """
 from __future__ import annotations
 
 import torch
 
 __all__ = ["mesh_steps", "local_mesh", "global_offsets", "bilinear_sample", "bilinear_sample_at",
-           "sample_per_channel", "SAMPLE_MODES"]
+           "sample_per_channel", "sample_window", "SAMPLE_MODES"]
 
 SAMPLE_MODES = ("official", "clean")
 
@@ -118,3 +120,74 @@ def sample_per_channel(maps: torch.Tensor, batch_index: torch.Tensor, points: to
     rows = (batch_index.long()[:, None] * K + torch.arange(K, device=maps.device)[None, :])
     rows = rows.reshape(N, K, *([1] * extra))
     return _gather(flat, W, H, rows, points, mode)[..., 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The global KEM window, separably
+def _weighted_taps(t00, t01, t10, t11, wy0, wy1, wx0, wx1) -> torch.Tensor:
+    """sum_ab t_ab * (wy_a * wx_b) with the rounding and order of ``_gather`` (so bit-identical):
+    t_ab [..., a, a] (views are fine); w [..., a]. Reuses one buffer, no autograd."""
+    out = torch.mul(wy0[..., :, None], wx0[..., None, :]).mul_(t00)
+    buf = torch.mul(wy0[..., :, None], wx1[..., None, :]).mul_(t01)
+    out.add_(buf)
+    torch.mul(wy1[..., :, None], wx0[..., None, :], out=buf).mul_(t10)
+    out.add_(buf)
+    torch.mul(wy1[..., :, None], wx1[..., None, :], out=buf).mul_(t11)
+    return out.add_(buf)
+
+
+def sample_window(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.Tensor,
+                  size: int = 97, mode: str = "official") -> torch.Tensor:
+    """Channel k of image ``batch_index[n]`` read on the ``size`` x ``size`` grid of integer offsets
+    (``global_offsets``) around centers[n, k]: maps [B, C, H, W], batch_index [N], centers [N, K, 2]
+    (x, y; K <= C) -> [N, K, a, a]. Inference only (no autograd).
+
+    Equal to ``sample_per_channel(maps[:, :K], batch_index, centers[:, :, None, None] +
+    global_offsets(size))`` value for value: the grid is separable, so the neighbour indices and
+    weights of ``_axis`` are computed on the a x- and a y-coordinates only (the same float
+    operations on the same numbers), and each tap is multiplied by wy * wx and summed in the same
+    order. When a window's neighbour columns are a+1 consecutive pixels (x0 = c, c+1, ...,
+    x1 = x0 + 1, all inside the map; the same for rows) its four taps are shifted views of ONE
+    (a+1) x (a+1) crop, copied through an unfold view without any index tensor; the other windows
+    (clamped at a map border, a floor that float rounding moved, maps smaller than the window)
+    take four explicit gathers of exactly the reference's indices.
+    """
+    B, C, H, W = maps.shape
+    N, K = centers.shape[:2]
+    a = int(size)
+    r = a // 2
+    dev = maps.device
+    t = torch.linspace(-r, r, a, device=dev).to(centers.dtype)  # the offsets of _grid
+    x0, x1, wx0, wx1 = _axis(centers[..., 0:1] + t, W, mode)  # [N, K, a] each
+    y0, y1, wy0, wy1 = _axis(centers[..., 1:2] + t, H, mode)
+    ch = batch_index.long()[:, None] * C + torch.arange(K, device=dev)  # [N, K] channel rows
+    out = torch.empty(N, K, a, a, dtype=maps.dtype, device=dev)
+    if N == 0:
+        return out
+    xc = torch.cat((x0, x1[..., -1:]), -1)  # crop columns / rows [N, K, a+1]
+    yc = torch.cat((y0, y1[..., -1:]), -1)
+    # consecutive crop indices imply x1 = x0 + 1 unclamped, i.e. x0 = crop[:a], x1 = crop[1:]
+    ar = torch.arange(a + 1, device=dev)
+    crop_ok = (xc == xc[..., :1] + ar).all(-1) & (yc == yc[..., :1] + ar).all(-1)
+    if H <= a or W <= a:
+        crop_ok.zero_()
+    every = bool(crop_ok.all())
+    if every or bool(crop_ok.any()):
+        sel = slice(None) if every else crop_ok
+        win = maps.reshape(B * C, H, W).unfold(1, a + 1, 1).unfold(2, a + 1, 1)
+        crop = win[ch[sel], yc[sel][..., 0], xc[sel][..., 0]]  # [n, a+1, a+1]
+        res = _weighted_taps(crop[..., :a, :a], crop[..., :a, 1:], crop[..., 1:, :a],
+                             crop[..., 1:, 1:], wy0[sel], wy1[sel], wx0[sel], wx1[sel])
+        if every:
+            return res
+        out[sel] = res
+    rest = ~crop_ok
+    flat = maps.reshape(-1)
+    base = (ch[rest] * (H * W))[:, None]  # [n, 1]
+
+    def tap(yi, xi):
+        return flat.take((base + yi[rest] * W)[..., :, None] + xi[rest][..., None, :])
+
+    out[rest] = _weighted_taps(tap(y0, x0), tap(y0, x1), tap(y1, x0), tap(y1, x1),
+                               wy0[rest], wy1[rest], wx0[rest], wx1[rest])
+    return out
