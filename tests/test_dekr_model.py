@@ -110,3 +110,13 @@ def test_a_logocap_file_given_as_dekr_names_both_models():
     with pytest.raises(LogocapError, match="does not fit model 'dekr_hrnet_w32'.*looks like a "
                                            "'logocap_hrnet_w32' state_dict"):
         load_weights(net, sd)
+
+
+def test_a_plain_crowdpose_dekr_state_dict_gets_the_crowdpose_keypoints():
+    from logocap.engine.checkpoint import build_model_from_checkpoint
+
+    sd = create_model("dekr_hrnet_tiny", num_keypoints=14).state_dict()
+    model, meta, info = build_model_from_checkpoint(sd, "dekr_hrnet_tiny")
+    assert meta.name == "crowdpose" and model.num_keypoints == 14
+    sd = create_model("dekr_hrnet_tiny").state_dict()
+    assert build_model_from_checkpoint(sd, "dekr_hrnet_tiny")[1].name == "coco"

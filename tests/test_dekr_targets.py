@@ -119,3 +119,25 @@ def test_dekr_loss_on_a_batch(tmp_path):
     assert torch.allclose(out["loss"], out["heatmap"] + out["offset"])
     out["loss"].backward()
     assert net.offset_feature_layers[0][0].adapt_conv.weight.grad.abs().sum() > 0
+
+
+def test_dekr_recipes_hold_the_released_settings():
+    from logocap.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name, size, epochs, steps, joints, decrease, bs in (
+            ("dekr_hrnet_w32_512_coco", 512, 140, [90, 120], 8, 0.9, 10),
+            ("dekr_hrnet_w48_640_coco", 640, 140, [90, 120], 8, 0.9, 5),
+            ("dekr_hrnet_w32_512_crowdpose", 512, 300, [200, 260], 7, 0.8, 10),
+            ("dekr_hrnet_w48_640_crowdpose", 640, 300, [200, 260], 7, 0.8, 5)):
+        cfg = load_config(root / f"{name}.yaml")
+        assert cfg["model"]["name"] == name.rsplit("_", 2)[0]
+        assert cfg["data"]["input_size"] == size and cfg["data"]["dataset"] in name
+        assert target_settings(cfg["model"]["name"], cfg["data"]) == {
+            "heatmap_weights": "per_channel", "offset_area": "keypoint_box"}
+        assert cfg["loss"]["offset"] == 0.03 and cfg["train"]["lr"] == 1e-3
+        assert cfg["train"]["epochs"] == epochs and cfg["train"]["lr_steps"] == steps
+        assert cfg["train"]["lr_steps_of"] == epochs and cfg["train"]["batch_size"] == bs
+        t = cfg["test"]
+        assert (t["nms_threshold"], t["nms_num_joints"], t["scale_decrease"]) == (0.05, joints, decrease)
+        assert t["flip"] and t["topk"] == 30 and t["center_threshold"] == 0.01

@@ -108,6 +108,20 @@ def guess_model_name(state_dict: dict) -> str | None:
     return f"{family}_w{width}" if width in (32, 48) else f"{family} model"
 
 
+def _meta_for_state_dict(sd: dict) -> KeypointMeta:
+    """The keypoint set of a plain state_dict from its keypoint count: CrowdPose's for 14 (the
+    released CrowdPose DEKR files), COCO's otherwise."""
+    from ..meta import CROWDPOSE
+
+    if "offset_final_layer.0.weight" in sd:  # DEKR: one offset branch per joint
+        k = len({key.split(".")[1] for key in sd if key.startswith("offset_final_layer.")})
+    elif torch.is_tensor(sd.get("final_layer_reg.weight")):
+        k = int(sd["final_layer_reg.weight"].shape[0]) // 2
+    else:
+        return COCO
+    return CROWDPOSE if k == CROWDPOSE.num_keypoints else COCO
+
+
 def load_weights(model: nn.Module, state_dict: dict, what: str = "checkpoint") -> None:
     """Strict load with a one-line summary of mismatches (missing / unexpected / shapes)."""
     own = model.state_dict()
@@ -134,7 +148,8 @@ def build_model_from_checkpoint(ckpt_or_path, model_name: str | None = None, dev
 
     ``info``: format ("logocap" | "state_dict"), model_name, model_kwargs, input_size,
     normalization, epoch, config (None where the file does not say).
-    For a plain state_dict, ``model_name`` is required and ``meta`` defaults to COCO.
+    For a plain state_dict, ``model_name`` is required and ``meta`` defaults to the set with the
+    file's keypoint count (CrowdPose for 14, else COCO).
     """
     from ..models import create_model
 
@@ -160,7 +175,8 @@ def build_model_from_checkpoint(ckpt_or_path, model_name: str | None = None, dev
         if not model_name:
             raise LogocapError("this checkpoint is a plain state_dict without metadata: "
                                "give the model name (--model NAME)")
-        kp_meta = get_meta(meta) if meta is not None else COCO
+        kp_meta = get_meta(meta) if meta is not None else \
+            _meta_for_state_dict(extract_state_dict(ckpt))
         info = {"model_name": model_name, "model_kwargs": {}, "input_size": None,
                 "normalization": None, "epoch": None, "config": None, "format": "state_dict"}
     try:
