@@ -19,6 +19,7 @@ COMMANDS = {
     "predict": "predict",
     "video": "video",
     "upper-bound": "upper_bound",
+    "rescore-train": "rescore_train",
     "bench": "bench",
     "demo": "demo",
 }

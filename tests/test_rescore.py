@@ -100,3 +100,48 @@ def test_predictor_rescores_any_model(tmp_path):
         assert np.allclose(np.sort(res.scores), np.sort(expect.numpy()), atol=1e-6)
     with pytest.raises(LogocapError, match="keypoint set 'crowdpose'"):
         Predictor(create_model("dekr_hrnet_tiny", num_keypoints=14), CROWDPOSE, 64, {"rescore": str(f)})
+
+
+def test_oks_known_answer():
+    from logocap.engine.rescore import pose_oks
+
+    gt = np.zeros((1, 17, 3))
+    gt[0, :, :2] = np.arange(34).reshape(17, 2)
+    gt[0, :10, 2] = 2
+    pred = gt[None, 0, :, :2].copy()
+    assert np.allclose(pose_oks(pred, gt, np.array([400.0]), COCO.sigmas), 1.0)
+    pred[0, 0, 0] += 1.0  # joint 0: d^2 = 1, var = (2 x 0.026)^2, area 400
+    e = 1.0 / (2 * 0.026) ** 2 / 400 / 2
+    assert np.allclose(pose_oks(pred, gt, np.array([400.0]), COCO.sigmas), (9 + np.exp(-e)) / 10)
+    pred[0, 12] += 50.0  # an unlabelled joint does not count
+    assert np.allclose(pose_oks(pred, gt, np.array([400.0]), COCO.sigmas), (9 + np.exp(-e)) / 10)
+
+
+def test_rescore_train_cli(tmp_path, capsys):
+    from fixtures import make_coco_fixture
+    from logocap.cli import main
+    from logocap.engine.checkpoint import save_checkpoint
+    from logocap.models import create_model
+
+    data = tmp_path / "data"
+    ann, images = make_coco_fixture(data, num_images=3, size=(64, 96), meta=CROWDPOSE)
+    model = create_model("dekr_hrnet_tiny", num_keypoints=14)
+    ckpt = tmp_path / "model.pth"
+    cfg = {"data": {"input_size": 64}, "test": {"center_threshold": -1.0}}
+    save_checkpoint(ckpt, model, CROWDPOSE, cfg)
+    out = tmp_path / "rescore.pth"
+    assert main(["rescore-train", "--weights", str(ckpt), "--ann", str(ann), "--images", str(images),
+                 "--out", str(out), "--epochs", "3", "--batch-size", "16"]) == 0
+    net = load_rescorer(out, CROWDPOSE)
+    assert net.in_features == 59
+    info = torch.load(out, weights_only=True)["training"]
+    assert info["samples"] >= 3 and len(info["losses"]) == 3
+    assert main(["predict", "--weights", str(ckpt), str(images), "--rescore", str(out),
+                 "--out", str(tmp_path / "pred")]) == 0
+    # a COCO model refuses the CrowdPose rescoring file in one line
+    save_checkpoint(tmp_path / "coco.pth", create_model("dekr_hrnet_tiny"), COCO, cfg)
+    capsys.readouterr()
+    assert main(["predict", "--weights", str(tmp_path / "coco.pth"), str(images), "--rescore",
+                 str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained for the keypoint set 'crowdpose'" in err[0], err
