@@ -146,48 +146,63 @@ def sample_window(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.
     global_offsets(size))`` value for value: the grid is separable, so the neighbour indices and
     weights of ``_axis`` are computed on the a x- and a y-coordinates only (the same float
     operations on the same numbers), and each tap is multiplied by wy * wx and summed in the same
-    order. When a window's neighbour columns are a+1 consecutive pixels (x0 = c, c+1, ...,
-    x1 = x0 + 1, all inside the map; the same for rows) its four taps are shifted views of ONE
-    (a+1) x (a+1) crop, copied through an unfold view without any index tensor; the other windows
-    (clamped at a map border, a floor that float rounding moved, maps smaller than the window)
-    take four explicit gathers of exactly the reference's indices.
+    order.
+
+    Taps: where the second neighbour x1[i] of point i is the first neighbour x0[i + 1] of point
+    i + 1 (true inside the map, and at the borders wherever x1 differs its weight is exactly 0)
+    the columns x0 and x1 are the first and last a of the a+1 columns xc = (x0, x1[-1]), the same
+    for rows, so the four taps are shifted views of ONE (a+1) x (a+1) crop: an unfold-view copy of
+    the block that holds the window, remapped by a column / row gather for windows clamped at a
+    border. A weight-0 tap may then read another pixel than the reference, which can change only
+    the sign of an exact 0 (a sum x + (+-0) is x). Windows where float rounding broke the pattern
+    and maps smaller than the window take four explicit gathers of exactly the reference's indices.
     """
     B, C, H, W = maps.shape
     N, K = centers.shape[:2]
     a = int(size)
     r = a // 2
     dev = maps.device
-    t = torch.linspace(-r, r, a, device=dev).to(centers.dtype)  # the offsets of _grid
-    x0, x1, wx0, wx1 = _axis(centers[..., 0:1] + t, W, mode)  # [N, K, a] each
-    y0, y1, wy0, wy1 = _axis(centers[..., 1:2] + t, H, mode)
-    ch = batch_index.long()[:, None] * C + torch.arange(K, device=dev)  # [N, K] channel rows
     out = torch.empty(N, K, a, a, dtype=maps.dtype, device=dev)
     if N == 0:
         return out
-    xc = torch.cat((x0, x1[..., -1:]), -1)  # crop columns / rows [N, K, a+1]
-    yc = torch.cat((y0, y1[..., -1:]), -1)
-    # consecutive crop indices imply x1 = x0 + 1 unclamped, i.e. x0 = crop[:a], x1 = crop[1:]
-    ar = torch.arange(a + 1, device=dev)
-    crop_ok = (xc == xc[..., :1] + ar).all(-1) & (yc == yc[..., :1] + ar).all(-1)
+    t = torch.linspace(-r, r, a, device=dev).to(centers.dtype)  # the offsets of _grid
+    ax = [v.flatten(0, 1) for v in _axis(centers[..., 0:1] + t, W, mode)]  # x0, x1, wx0, wx1 [M, a]
+    ay = [v.flatten(0, 1) for v in _axis(centers[..., 1:2] + t, H, mode)]
+    ch = (batch_index.long()[:, None] * C + torch.arange(K, device=dev)).flatten()  # [M] channel rows
+    (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = ax, ay
+    xc = torch.cat((x0, x1[:, -1:]), -1)  # [M, a+1]
+    yc = torch.cat((y0, y1[:, -1:]), -1)
+    ok = (((x1[:, :-1] == x0[:, 1:]) | (wx1[:, :-1] == 0)).all(-1)
+          & ((y1[:, :-1] == y0[:, 1:]) | (wy1[:, :-1] == 0)).all(-1)
+          & (xc[:, -1] - xc[:, 0] <= a) & (yc[:, -1] - yc[:, 0] <= a))
     if H <= a or W <= a:
-        crop_ok.zero_()
-    every = bool(crop_ok.all())
-    if every or bool(crop_ok.any()):
-        sel = slice(None) if every else crop_ok
+        ok.zero_()
+    flat_out = out.view(N * K, a, a)
+    every = bool(ok.all())
+    if every or bool(ok.any()):
+        sel = slice(None) if every else ok
+        sx = xc[sel, 0].clamp(max=W - a - 1)  # the (a+1)-block holding the window
+        sy = yc[sel, 0].clamp(max=H - a - 1)
         win = maps.reshape(B * C, H, W).unfold(1, a + 1, 1).unfold(2, a + 1, 1)
-        crop = win[ch[sel], yc[sel][..., 0], xc[sel][..., 0]]  # [n, a+1, a+1]
-        res = _weighted_taps(crop[..., :a, :a], crop[..., :a, 1:], crop[..., 1:, :a],
-                             crop[..., 1:, 1:], wy0[sel], wy1[sel], wx0[sel], wx1[sel])
+        crop = win[ch[sel], sy, sx]  # [m, a+1, a+1]
+        ar = torch.arange(a + 1, device=dev)
+        for dim, rel in ((-1, xc[sel] - sx[:, None]), (-2, yc[sel] - sy[:, None])):
+            remap = (rel != ar).any(-1)  # clamped at a border: repeat the border pixel
+            if bool(remap.any()):
+                idx = rel[remap][:, None, :] if dim == -1 else rel[remap][:, :, None]
+                crop[remap] = crop[remap].gather(dim, idx.expand(-1, a + 1, a + 1))
+        res = _weighted_taps(crop[:, :a, :a], crop[:, :a, 1:], crop[:, 1:, :a], crop[:, 1:, 1:],
+                             wy0[sel], wy1[sel], wx0[sel], wx1[sel])
         if every:
-            return res
-        out[sel] = res
-    rest = ~crop_ok
+            return res.view(N, K, a, a)
+        flat_out[ok] = res
+    rest = ~ok
     flat = maps.reshape(-1)
-    base = (ch[rest] * (H * W))[:, None]  # [n, 1]
+    base = (ch[rest] * (H * W))[:, None]  # [m, 1]
 
     def tap(yi, xi):
-        return flat.take((base + yi[rest] * W)[..., :, None] + xi[rest][..., None, :])
+        return flat.take((base + yi[rest] * W)[:, :, None] + xi[rest][:, None, :])
 
-    out[rest] = _weighted_taps(tap(y0, x0), tap(y0, x1), tap(y1, x0), tap(y1, x1),
-                               wy0[rest], wy1[rest], wx0[rest], wx1[rest])
+    flat_out[rest] = _weighted_taps(tap(y0, x0), tap(y0, x1), tap(y1, x0), tap(y1, x1),
+                                    wy0[rest], wy1[rest], wx0[rest], wx1[rest])
     return out
