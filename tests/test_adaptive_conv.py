@@ -121,3 +121,19 @@ def test_adapt_block_released_init_and_residual():
     assert [k for k in blk.state_dict() if not k.startswith("bn.")] == [
         "regular_matrix", "transform_matrix_conv.weight", "transform_matrix_conv.bias",
         "translation_conv.weight", "translation_conv.bias", "adapt_conv.weight"]
+
+
+def test_positions_stay_float32_under_bfloat16():
+    # a translation of 0.3 px at x ~ 100 must survive: bfloat16 would round it away
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 2, 4, 128, generator=g)
+    wt = torch.randn(3, 2, 3, 3, generator=g)
+    a = torch.tensor([1.0, 0.0, 0.0, 1.0]).view(1, 4, 1, 1).expand(1, 4, 4, 128)
+    t = torch.zeros(1, 2, 4, 128)
+    t[:, 1] = 0.3
+    ref = adaptive_conv2d(x, a, t, wt)
+    low = adaptive_conv2d(x.bfloat16(), a.bfloat16(), t.bfloat16(), wt.bfloat16()).float()
+    assert low.dtype == torch.float32
+    err = (low - ref).abs()[..., 90:110].max()
+    shifted = (adaptive_conv2d(x, a, torch.zeros_like(t), wt) - ref).abs()[..., 90:110].max()
+    assert err < 0.1 * shifted  # only the values are rounded, not the 0.3 px shift

@@ -46,16 +46,24 @@ def sample_taps(x: torch.Tensor, py: torch.Tensor, px: torch.Tensor) -> torch.Te
     """Bilinear samples of every channel of ``x`` at the positions (py, px), zeros outside.
 
     x [B, C, H, W]; py, px [B, T, H', W'] in pixels of ``x`` (pixel centres at integers).
-    Returns [B, C, T, H', W']. One ``grid_sample`` (align_corners=False, so the pixel ->
-    normalised mapping is (2 p + 1) / size - 1 and works for maps of width or height 1).
+    Returns [B, C, T, H', W'] in x's dtype. One ``grid_sample`` (align_corners=False, so the
+    pixel -> normalised mapping is (2 p + 1) / size - 1 and works for maps of width or height 1).
+    Positions and sampling run in at least float32: in bfloat16 a position near 100 px would be
+    rounded to 0.5 px.
     """
     b, c, h, w = x.shape
     t, ho, wo = py.shape[1:]
-    gx = (2.0 * px + 1.0) / w - 1.0
-    gy = (2.0 * py + 1.0) / h - 1.0
-    grid = torch.stack([gx, gy], dim=-1).reshape(b, t * ho, wo, 2).to(x.dtype)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.reshape(b, c, t, ho, wo)
+    dt = _position_dtype(x)
+    gx = (2.0 * px.to(dt) + 1.0) / w - 1.0
+    gy = (2.0 * py.to(dt) + 1.0) / h - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(b, t * ho, wo, 2)
+    out = F.grid_sample(x.to(dt), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(b, c, t, ho, wo).to(x.dtype)
+
+
+def _position_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 inputs, float32 otherwise (also under bf16 / fp16 autocast)."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def _mix(taps: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -79,8 +87,9 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> int:
 
 def _base(x: torch.Tensor):
     h, w = x.shape[-2:]
-    ys = torch.arange(h, dtype=x.dtype, device=x.device).view(1, 1, h, 1)
-    xs = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, 1, w)
+    dt = _position_dtype(x)
+    ys = torch.arange(h, dtype=dt, device=x.device).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=dt, device=x.device).view(1, 1, 1, w)
     return ys, xs
 
 
@@ -96,8 +105,8 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
     b, _, h, w = x.shape
     if offset.shape != (b, 2 * k * k, h, w):
         raise ValueError(f"offset must be [{b}, {2 * k * k}, {h}, {w}], got {tuple(offset.shape)}")
-    r = regular_grid(k, x.dtype, x.device) * dilation  # [2, kk]
-    off = offset.reshape(b, k * k, 2, h, w)
+    r = regular_grid(k, _position_dtype(x), x.device) * dilation  # [2, kk]
+    off = offset.reshape(b, k * k, 2, h, w).to(r.dtype)
     ys, xs = _base(x)
     py = ys + r[0].view(1, -1, 1, 1) + off[:, :, 0]
     px = xs + r[1].view(1, -1, 1, 1) + off[:, :, 1]
@@ -119,12 +128,14 @@ def adaptive_conv2d(x: torch.Tensor, transform: torch.Tensor, translation: torch
     if transform.shape != (b, 4, h, w) or translation.shape != (b, 2, h, w):
         raise ValueError(f"transform / translation must be [{b}, 4 / 2, {h}, {w}], got "
                          f"{tuple(transform.shape)} / {tuple(translation.shape)}")
-    r = regular_grid(k, x.dtype, x.device) if grid is None else grid.to(x.dtype)
-    a = transform.reshape(b, 2, 2, 1, h, w)
+    dt = _position_dtype(x)
+    r = regular_grid(k, dt, x.device) if grid is None else grid.to(dt)
+    a = transform.to(dt).reshape(b, 2, 2, 1, h, w)
     ar = (a * r.view(1, 1, 2, -1, 1, 1)).sum(2)  # (A r_n) [B, 2, kk, H, W]
     ys, xs = _base(x)
-    py = ys + ar[:, 0] + translation[:, 0:1]
-    px = xs + ar[:, 1] + translation[:, 1:2]
+    t = translation.to(dt)
+    py = ys + ar[:, 0] + t[:, 0:1]
+    px = xs + ar[:, 1] + t[:, 1:2]
     return _mix(sample_taps(x, py, px), weight, bias)
 
 
