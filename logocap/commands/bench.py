@@ -79,7 +79,10 @@ def run(args) -> int:
     from ..config import DEFAULTS
     from ..meta import COCO
     from ..models import create_model
+    from .common import check_device, check_out
 
+    check_device(args.device)
+    check_out(args.out, "file")
     if args.size < 64 or args.size % 64:
         raise LogocapError(f"--size must be a multiple of 64, got {args.size}")
     if args.iters < 1 or any(c < 1 for c in args.candidates):

@@ -50,6 +50,9 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from .common import check_out
+
+    check_out(args.out)
     if args.epochs < 1:
         raise LogocapError(f"--epochs must be >= 1, got {args.epochs}")
     t_start = time.time()
