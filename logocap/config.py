@@ -193,10 +193,11 @@ def validate_test_cfg(test: dict) -> dict:
     from .codecs.decode import FLIP_SHIFTS, UPSAMPLE_MODES
     from .codecs.logocap_decode import ADAPTATIONS, IMPLS
     from .codecs.mesh import SAMPLE_MODES
+    from .codecs.nms import POSE_NMS_METHODS
 
     t = dict(test or {})
     choices = {"upsample": UPSAMPLE_MODES, "flip_shift": FLIP_SHIFTS, "adaptation": ADAPTATIONS,
-               "sample_mode": (None,) + tuple(SAMPLE_MODES), "pose_nms": ("official", "greedy"),
+               "sample_mode": (None,) + tuple(SAMPLE_MODES), "pose_nms": POSE_NMS_METHODS,
                "impl": IMPLS}
     for key, allowed in choices.items():
         if key in t and t[key] not in allowed:
