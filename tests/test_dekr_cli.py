@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from fixtures import make_coco_fixture
@@ -14,6 +15,7 @@ from logocap.cli import main
 from logocap.commands.predict import output_paths
 from logocap.meta import CROWDPOSE
 from logocap.predict import Predictor
+from logocap.utils import LogocapError
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -64,7 +66,7 @@ def test_train_tiny_dekr_then_eval_and_predict(tmp_path):
         [sys.executable, "-m", "logocap.cli", "train", "--data", str(data), "--out", str(run),
          "--epochs", "1", "--device", "cpu", "model.name=dekr_hrnet_tiny", "data.dataset=crowdpose",
          "data.input_size=64", "data.num_workers=0", "train.batch_size=2", "train.eval_every=1",
-         "train.log_every=1", "train.precision=fp32", "test.scales=[0.5, 1.0]", *FIXTURE_LAYOUT],
+         "train.log_every=1", "train.precision=fp32", *FIXTURE_LAYOUT],
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = torch.load(run / "last.pth", map_location="cpu", weights_only=True)
@@ -77,8 +79,11 @@ def test_train_tiny_dekr_then_eval_and_predict(tmp_path):
     cfg = ckpt["config"]
     assert cfg["data"]["heatmap_weights"] is None and cfg["loss"]["offset"] is None  # = DEKR's own
 
-    pred = Predictor.from_checkpoint(run / "last.pth", center_threshold=-1.0)
+    # multi-scale prediction from the checkpoint, a batch of two
+    pred = Predictor.from_checkpoint(run / "last.pth", center_threshold=-1.0, scales=[0.5, 1.0, 2.0])
     imgs = [np.random.default_rng(i).integers(0, 255, (64, 96, 3), dtype=np.uint8) for i in range(2)]
     out = pred.predict_batch(imgs)
     assert len(out) == 2 and all(p.keypoints.shape[1:] == (14, 3) for p in out)
     assert all(len(p) >= 1 for p in out)
+    with pytest.raises(LogocapError, match="multiple of 32"):
+        Predictor.from_checkpoint(run / "last.pth", scales=[0.75, 1.0]).predict(imgs[0])

@@ -141,3 +141,20 @@ def test_dekr_recipes_hold_the_released_settings():
         t = cfg["test"]
         assert (t["nms_threshold"], t["nms_num_joints"], t["scale_decrease"]) == (0.05, joints, decrease)
         assert t["flip"] and t["topk"] == 30 and t["center_threshold"] == 0.01
+
+
+def test_training_dataset_follows_the_model(tmp_path):
+    from logocap.config import load_config
+    from logocap.engine.train import build_train_dataset
+
+    make_coco_fixture(tmp_path, num_images=2)
+    layout = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
+              f"data.root={tmp_path}", "data.input_size=64"]
+    ds = build_train_dataset(load_config(None, ["model.name=dekr_hrnet_tiny", *layout]))
+    assert ds.target_args["per_channel_weights"] and ds.offset_area == "keypoint_box"
+    assert ds[0]["heatmap_weights"].shape[0] == ds.meta.num_keypoints + 1
+    ds = build_train_dataset(load_config(None, ["model.name=dekr_hrnet_tiny",
+                                                "data.offset_area=segmentation", *layout]))
+    assert ds.offset_area == "segmentation"
+    ds = build_train_dataset(load_config(None, ["model.name=logocap_hrnet_tiny", *layout]))
+    assert not ds.target_args["per_channel_weights"] and ds.offset_area == "segmentation"
