@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import load_config
 from ..utils import LogocapError
 
-__all__ = ["ensure_synthetic", "synthetic_config", "train_run", "evaluate_run", "CONFIG_DIR"]
+__all__ = ["ensure_synthetic", "synthetic_config", "train_run", "train_minutes", "evaluate_run", "CONFIG_DIR"]
 
 # configs/ of a source checkout; the synthetic recipes are read from there (an install without
 # the source tree has no configs/, and `synthetic_config` then says so with a LogocapError)
@@ -61,23 +61,42 @@ def synthetic_config(method: str, data_root: str | Path, out: str | Path,
 
 
 def train_run(cfg: dict) -> dict:
-    """Train (resuming when ``out/last.pth`` is complete for this config) and time it."""
+    """Train ``cfg``: reuse a finished run, resume an unfinished one (``out/last.pth`` of an
+    earlier, interrupted session continues exactly), else start. ``train_minutes`` is the
+    training time summed over the epochs (metrics.jsonl; evaluation not counted), so it is the
+    same whether the run was done in one go or in several sessions."""
+    from .checkpoint import load_checkpoint
     from .train import train
 
     cfg = copy.deepcopy(cfg)
     out = Path(cfg["train"]["out"])
-    summary_file = out / "summary.json"
-    if summary_file.is_file() and (out / "last.pth").is_file():
-        s = json.loads(summary_file.read_text())
-        if s.get("epochs") == cfg["train"]["epochs"] and (out / "train_time.json").is_file():
-            print(f"{out}: already trained ({s['epochs']} epochs), reusing it")
-            return {**s, **json.loads((out / "train_time.json").read_text())}
-    t0 = time.time()
-    summary = train(cfg, device="cpu")
-    minutes = (time.time() - t0) / 60.0
-    from ..utils import atomic_write_text
-    atomic_write_text(out / "train_time.json", json.dumps({"train_minutes": minutes}))
-    return {**{k: v for k, v in summary.items() if k != "history"}, "train_minutes": minutes}
+    epochs = int(cfg["train"]["epochs"])
+    done = 0
+    if (out / "last.pth").is_file():
+        done = int(load_checkpoint(out / "last.pth").get("epoch") or 0)
+    if done >= epochs and (out / "summary.json").is_file():
+        print(f"{out}: already trained ({done} epochs), reusing it")
+        summary = json.loads((out / "summary.json").read_text())
+    else:
+        if done:
+            print(f"{out}: resuming after epoch {done} of {epochs}")
+            cfg["train"]["resume"] = True
+        summary = {k: v for k, v in train(cfg, device="cpu").items() if k != "history"}
+    return {**summary, "train_minutes": train_minutes(out)}
+
+
+def train_minutes(out: str | Path) -> float:
+    """Minutes of training (sum of the per-epoch times in ``out/metrics.jsonl``)."""
+    path = Path(out) / "metrics.jsonl"
+    total = 0.0
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a killed run
+        if rec.get("type") == "epoch":
+            total += float(rec.get("time", 0.0))
+    return total / 60.0
 
 
 def evaluate_run(checkpoint: str | Path, data_root: str | Path, test_overrides: dict | None = None,
