@@ -20,6 +20,7 @@ from ..meta import COCO
 from ..utils import LogocapError
 from .center_offset import CenterOffsetModel
 from .dekr import DekrModel
+from .hgr import HgrModel
 from .logocap import LogoCapModel
 
 __all__ = ["register_model", "create_model", "list_models"]
@@ -136,3 +137,29 @@ def dekr_hrnet_small(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module
 @register_model
 def dekr_hrnet_tiny(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(DekrModel, _DEKR_TINY, num_keypoints, kw)
+
+
+# HGR (the seed paper's HRNet bottom-up method): the same trunks; heads 2 ART units each, the
+# regressor 256 channels wide (W32 / W48), 64 (small) and 32 (tiny)
+_HGR_SMALL = {**{k: v for k, v in _SMALL.items() if k not in _HEAD_ONLY}, "regression_channels": 64}
+_HGR_TINY = {**{k: v for k, v in _TINY.items() if k not in _HEAD_ONLY}, "regression_channels": 32}
+
+
+@register_model
+def hgr_hrnet_w32(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(HgrModel, _W32, num_keypoints, kw)
+
+
+@register_model
+def hgr_hrnet_w48(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(HgrModel, _W48, num_keypoints, kw)
+
+
+@register_model
+def hgr_hrnet_small(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(HgrModel, _HGR_SMALL, num_keypoints, kw)
+
+
+@register_model
+def hgr_hrnet_tiny(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    return _build(HgrModel, _HGR_TINY, num_keypoints, kw)
