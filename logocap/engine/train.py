@@ -197,7 +197,7 @@ class _RunLog:
     ``epoch`` in the records counts from 1 (the epoch a step belongs to / the epochs completed).
     """
 
-    def __init__(self, out: Path, start_epoch: int):
+    def __init__(self, out: Path, start_epoch: int, resumed_record: dict | None = None):
         self.jsonl = out / "metrics.jsonl"
         self.csv, self.png = out / "metrics.csv", out / "loss.png"
         self.records = []
@@ -214,6 +214,11 @@ class _RunLog:
             if torn:
                 print(f"warning: {self.jsonl}: dropped {torn} unreadable line(s) (a run killed "
                       f"while writing)", file=sys.stderr)
+            # a kill after the checkpoint was written but before the epoch was logged: the
+            # checkpoint carries its epoch's record
+            if resumed_record and not any(r.get("type") == "epoch" and r.get("epoch") == start_epoch
+                                          for r in self.records):
+                self.records.append(dict(resumed_record))
             atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def add(self, rec: dict) -> None:
@@ -417,7 +422,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
             log(f"removed a stale temporary file of an interrupted write: {p}")
         from ..config import dump_config
         atomic_write_text(out / "config.yaml", dump_config(cfg))
-        runlog = _RunLog(out, start_epoch)
+        runlog = _RunLog(out, start_epoch, ckpt.get("epoch_record") if tcfg["resume"] else None)
         log(f"training {cfg['model']['name']} on {len(dataset)} images, {info.world_size} "
             f"process(es) x batch {tcfg['batch_size']}, {iters} it/epoch, device {info.device}"
             f", precision {precision.describe()}; run folder {out}")
@@ -479,7 +484,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
             if why:  # never overwrite a good checkpoint with a diverged one
                 raise LogocapError(f"training diverged at epoch {epoch + 1}: {why}; {_kept(out)}; "
                                    f"lower train.lr or check the data")
-            extra = {"global_step": global_step, "best_ap": best_ap, "rng": rng,
+            extra = {"global_step": global_step, "best_ap": best_ap, "rng": rng, "epoch_record": rec,
                      "scaler": scaler.state_dict() if use_amp else None}
             save_checkpoint(out / "last.pth", ddp, meta, cfg, optimizer, scheduler,
                             epoch=epoch + 1, extra=extra)
