@@ -46,7 +46,7 @@ DEFAULTS: dict = {
         "min_center_area": 1024.0,  # 32^2
         # None = the method's own: shared / segmentation; DEKR per_channel / keypoint_box (notes 10.2)
         "heatmap_weights": None,  # shared | per_channel
-        "offset_area": None,  # segmentation | keypoint_box (DEKR's released quirk)
+        "offset_area": None,  # segmentation | keypoint_box (DEKR's quirk) | instance_box (HGR)
         "max_images": None,  # limit the number of images (debug / quick runs)
     },
     "train": {
@@ -74,6 +74,10 @@ DEFAULTS: dict = {
         "refined": 1.0,  # LOGO-CAP refined heatmap loss factor
         "oks_loss": True,  # Table 5 switch
         "refined_sigma": 4.0,  # input px (official code)
+        # HGR (losses/hgr.py): Table 4's tradeoff switch (true: Eqn. 4, weight 1 inside each
+        # joint's own region and data.bg_weight outside; false: plain MSE) and the center factor
+        "tradeoff": True,
+        "center": 1.0,  # center-heatmap term (Eqn. 5 read literally puts it under lambda: 0.01)
     },
     "test": {
         "flip": True,
@@ -102,6 +106,9 @@ DEFAULTS: dict = {
         "scale_decrease": 0.9,  # other scales' center scores -> scale-1 max x this (CrowdPose 0.8)
         "match_heatmap": False,  # snap joints to heat peaks + Gaussian fit (TEST.MATCH_HMP)
         "rescore": None,  # pose rescoring net file (any method; models/rescore.py), None = off
+        # HGR grouping (codecs/hgr_decode.py, paper 3.2): each regressed joint absorbs the nearest
+        # heat peak of its type within this many input px; 0 = the regressed poses alone
+        "group_radius": 75.0,
     },
 }
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["encode_targets", "person_centers", "decode_targets", "keypoint_box_area"]
+__all__ = ["encode_targets", "person_centers", "decode_targets", "keypoint_box_area",
+           "box_diagonal_area"]
 
 
 def person_centers(keypoints: np.ndarray, bboxes: np.ndarray | None = None) -> np.ndarray:
@@ -58,6 +59,26 @@ def keypoint_box_area(keypoints: np.ndarray) -> np.ndarray:
     rows = np.concatenate([kp[..., :2], np.zeros((kp.shape[0], 1, 2))], axis=1)
     span = rows.max(1) - rows.min(1)  # [M, 2]
     return (span ** 2).sum(1)
+
+
+def box_diagonal_area(boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """Z^2 = H^2 + W^2 of each instance box, the HGR offset normaliser (paper Eqn. 5: the offset
+    weight 1 / Z = 1 / sqrt(this "area")).
+
+    boxes [M, 4] (x0, y0, x1, y1), keypoints [M, K, 3], both original px. A person without a box
+    (zero width or height) uses the box of its labelled joints; the result is at least 1 px^2.
+    Returns [M] px^2 (scale it with the augmentation, like the areas).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    kp = np.asarray(keypoints, dtype=np.float64)
+    span = b[:, 2:] - b[:, :2]
+    if len(kp):
+        vis = kp[..., 2:3] > 0
+        lo = np.where(vis, kp[..., :2], np.inf).min(1)
+        hi = np.where(vis, kp[..., :2], -np.inf).max(1)
+        kspan = np.where(vis.any(1), hi - lo, 0.0)
+        span = np.where((span > 0).all(1, keepdims=True), span, kspan)
+    return np.maximum((span ** 2).sum(1), 1.0)
 
 
 def _draw_gaussians(points: np.ndarray, sigma: float, w: int, h: int):

@@ -24,7 +24,7 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO as CocoApi
 
-from ..codecs.targets import encode_targets, keypoint_box_area
+from ..codecs.targets import box_diagonal_area, encode_targets, keypoint_box_area
 from ..meta import KeypointMeta, get_meta, meta_from_coco_category
 from ..utils import LogocapError
 from .transforms import (affine_scale, apply_affine, load_image, normalize, output_affine,
@@ -34,7 +34,8 @@ __all__ = ["CocoPoseDataset", "collate_train", "collate_val", "load_coco_json"]
 
 STRIDE = 4  # output maps are 1/4 of the input
 HEATMAP_WEIGHTS = ("shared", "per_channel")  # one weight map for all channels | DEKR's per channel
-OFFSET_AREAS = ("segmentation", "keypoint_box")  # offset-weight area: ann area | DEKR's quirk
+OFFSET_AREAS = ("segmentation", "keypoint_box", "instance_box")  # offset-weight area: ann area
+# | DEKR's quirk | box H^2 + W^2 (HGR, Eqn. 5)
 
 
 def load_coco_json(ann_file) -> dict:
@@ -295,6 +296,8 @@ class CocoPoseDataset(torch.utils.data.Dataset):
         # DEKR's quirk measures the raw annotation (before the affine), scaled like the areas
         off_areas = keypoint_box_area(kps) * affine_scale(M) ** 2 \
             if self.offset_area == "keypoint_box" else None
+        if self.offset_area == "instance_box":  # HGR: Z^2 = H^2 + W^2 of the box, scaled alike
+            off_areas = box_diagonal_area(boxes, kps) * affine_scale(M) ** 2
         vis = kps[..., 2] > 0
         kps[..., :2] = np.where(vis[..., None], apply_affine(kps[..., :2], M), 0.0)
         if flipped:
