@@ -26,6 +26,9 @@ def build_criterion(model, loss_cfg: dict | None = None, decode_cfg: dict | None
     if name.startswith("dekr"):  # method dispatch point (DEKR): offset factor 0.03
         from .dekr import DekrCriterion
         return DekrCriterion(loss_cfg)
+    if name.startswith("hgr"):  # method dispatch point (HGR): tradeoff loss, lambda 0.01
+        from .hgr import HgrCriterion
+        return HgrCriterion(loss_cfg)
     return CenterOffsetCriterion(loss_cfg)
 
 
@@ -33,13 +36,17 @@ def target_settings(model_name: str, data_cfg: dict | None = None) -> dict:
     """Dataset target options for a model: ``heatmap_weights`` and ``offset_area``.
 
     A value set in ``data_cfg`` wins; None (the config default) means the method's own:
-    per-channel weights and the keypoint-box area for DEKR (notes 10.2), one shared weight map
-    and the segmentation area otherwise (LOGO-CAP, center-offset).
+    per-channel weights and the keypoint-box area for DEKR (notes 10.2), per-channel weights and
+    the instance-box diagonal for HGR (Eqns. 4-5), one shared weight map and the segmentation
+    area otherwise (LOGO-CAP, center-offset).
     """
     out = {"heatmap_weights": "shared", "offset_area": "segmentation"}
     if str(model_name).startswith("dekr"):  # method dispatch point (DEKR)
         from .dekr import TARGET_DEFAULTS
         out.update(TARGET_DEFAULTS)
+    if str(model_name).startswith("hgr"):  # method dispatch point (HGR)
+        from .hgr import TARGET_DEFAULTS as HGR_TARGETS
+        out.update(HGR_TARGETS)
     for k in out:
         if (data_cfg or {}).get(k) is not None:
             out[k] = data_cfg[k]
