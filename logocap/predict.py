@@ -122,6 +122,9 @@ class Predictor:
         from .models.dekr import is_dekr
         if is_dekr(self.model):  # method dispatch point (DEKR): its own flip, scales and NMS
             return self._decode_dekr(batch)
+        from .models.hgr import is_hgr
+        if is_hgr(self.model):  # method dispatch point (HGR): DEKR's maps + heatmap-guided grouping
+            return self._decode_dekr(batch, hgr=True)
         if cfg["flip"]:
             fused, plain = run_with_flip(self.model, batch, self.meta, cfg.get("flip_shift", "official"))
         else:
@@ -176,8 +179,10 @@ class Predictor:
             out.append(poses.sorted())
         return out
 
-    def _decode_dekr(self, batch: torch.Tensor) -> dict:
+    def _decode_dekr(self, batch: torch.Tensor, hgr: bool = False, cues=None) -> dict:
         """DEKR (``codecs.dekr_decode``): 3 px-shifted flip, test scales, heat-ranked pose NMS.
+        ``hgr=True``: the same maps decoded by ``codecs.hgr_decode`` (grouping with the heatmap
+        candidates; ``cues`` [B, M, K, 3] input px replace the regressed poses as the cues).
 
         The inputs of the other scales are the scale-1 input resampled with aligned bilinear
         interpolation (pixel X <-> X / s), so every scale shares the scale-1 frame exactly; the
@@ -185,7 +190,11 @@ class Predictor:
         """
         from .codecs.dekr_decode import decode_dekr, dekr_test_cfg, resample_aligned
 
-        cfg = dekr_test_cfg(self.cfg)
+        if hgr:
+            from .codecs.hgr_decode import decode_hgr, hgr_test_cfg
+            cfg = hgr_test_cfg(self.cfg)
+        else:
+            cfg = dekr_test_cfg(self.cfg)
         h, w = batch.shape[-2:]
         images = {}
         for s in cfg["scales"]:
@@ -194,7 +203,8 @@ class Predictor:
                 raise LogocapError(f"test scale {s} turns the {w}x{h} input into {ws:g}x{hs:g}, "
                                    "not a multiple of 32 px (the network needs one)")
             images[s] = batch if s == 1.0 else resample_aligned(batch, (round(hs), round(ws)), s)
-        res = decode_dekr(self.model, images, self.meta, cfg)
+        res = decode_hgr(self.model, images, self.meta, cfg, cues) if hgr else \
+            decode_dekr(self.model, images, self.meta, cfg)
         bad = [k for k, v in res["raw"].items() if not torch.isfinite(v).all()]
         if bad:
             raise LogocapError(f"the model produced non-finite values (NaN/Inf) in {', '.join(bad)}: "
