@@ -93,10 +93,13 @@ def extract_state_dict(ckpt: dict) -> dict:
 
 def guess_model_name(state_dict: dict) -> str | None:
     """The registered model a state_dict most likely belongs to, from its key layout (for error
-    messages): DEKR keeps the trunk at the top level with per-joint offset branches, LOGO-CAP and
-    the center-offset baseline hold it under ``backbone.``; the width comes from stage 2."""
+    messages): DEKR keeps the trunk at the top level with per-joint offset branches (HGR at the
+    top level too, with one regression head), LOGO-CAP and the center-offset baseline hold it
+    under ``backbone.``; the width comes from stage 2."""
     if "offset_final_layer.0.weight" in state_dict:
         family, prefix = "dekr_hrnet", ""
+    elif "regression_final.weight" in state_dict:  # HGR: trunk at the top level, as DEKR
+        family, prefix = "hgr_hrnet", ""
     elif "joints_mlp.0.weight" in state_dict:
         family, prefix = "logocap_hrnet", "backbone."
     elif "final_layer_reg.weight" in state_dict:
@@ -117,6 +120,8 @@ def _meta_for_state_dict(sd: dict) -> KeypointMeta:
         k = len({key.split(".")[1] for key in sd if key.startswith("offset_final_layer.")})
     elif torch.is_tensor(sd.get("final_layer_reg.weight")):
         k = int(sd["final_layer_reg.weight"].shape[0]) // 2
+    elif torch.is_tensor(sd.get("heatmap_final.weight")):  # HGR: K keypoint heatmaps
+        k = int(sd["heatmap_final.weight"].shape[0])
     else:
         return COCO
     return CROWDPOSE if k == CROWDPOSE.num_keypoints else COCO
