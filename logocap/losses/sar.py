@@ -114,6 +114,11 @@ def quality_focal_loss(logits: torch.Tensor, target: torch.Tensor, beta: float =
     return per.sum() / count
 
 
+def _at_least_f32(t: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 under bf16 / fp16 autocast, float64 kept (fp64 training)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class SarTopDownCriterion:
     """criterion(model, batch) -> {"loss", "sar", "heatmap"} for the top-down SAR model.
 
@@ -133,11 +138,11 @@ class SarTopDownCriterion:
 
     def __call__(self, model, batch: dict) -> dict:
         out = model(batch["image"])
-        offsets = out["offsets"].float()
+        offsets = _at_least_f32(out["offsets"])
         h, w = offsets.shape[-2:]
         stride = batch["image"].shape[-1] / w
         coords = sar_candidates(offsets)
-        logits = out["selector"].float().flatten(2)
+        logits = _at_least_f32(out["selector"]).flatten(2)
         # crop px -> map px (/ stride) -> normalised (/ map size)
         norm = torch.tensor([w * stride, h * stride], dtype=coords.dtype, device=coords.device)
         target = batch["keypoints"].to(coords.dtype) / norm
@@ -145,5 +150,5 @@ class SarTopDownCriterion:
         terms = {"sar": sar}
         if out.get("aux_heatmaps") is not None and self.heatmap_factor:
             terms["heatmap"] = self.heatmap_factor * quality_focal_loss(
-                out["aux_heatmaps"].float(), batch["heatmaps"].to(torch.float32))
+                _at_least_f32(out["aux_heatmaps"]), batch["heatmaps"].to(coords.dtype))
         return {"loss": sum(terms.values()), **terms}
