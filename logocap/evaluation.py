@@ -32,7 +32,7 @@ __all__ = [
     "COCO_METRIC_NAMES", "CROWDPOSE_METRIC_NAMES", "metric_names", "load_coco_gt", "load_results",
     "poses_to_results", "write_results_json", "coco_evaluate", "evaluate_predictions", "format_table",
     "check_ground_truth",
-    "ground_truth_poses",
+    "ground_truth_poses", "keypoint_error", "format_keypoint_error",
 ]
 
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
@@ -307,6 +307,93 @@ def coco_evaluate(results, coco_gt, meta=None, img_ids: Iterable[int] | None = N
     if out_json is not None:
         atomic_write_text(out_json, json.dumps(metrics, indent=1))
     return metrics
+
+
+KPT_ERROR_OKS = 0.5  # Kpt.Error matches at COCOeval's loosest OKS threshold
+
+
+def keypoint_error(results, coco_gt, meta=None, img_ids: Iterable[int] | None = None,
+                   oks_threshold: float = KPT_ERROR_OKS) -> dict:
+    """Kpt.Error (SAR notes §10): mean Euclidean distance in original-image pixels between the
+    predicted and the ground-truth joints of matched people, over the labelled (v > 0) joints.
+
+    Matching is COCOeval's own (``evaluateImg`` of pycocotools / xtcocotools, run with one OKS
+    threshold ``oks_threshold`` = 0.5, area range "all", the 20 best-scored predictions per image):
+    predictions in score order each take the still-unmatched ground-truth person of highest OKS,
+    if that OKS is >= the threshold; people without keypoints and crowd regions are ignored.
+    Each matched ground-truth person contributes its labelled joints; unmatched people and
+    predictions contribute nothing (AP / AR measure those).
+
+    Returns ``{"mean_px", "per_joint_px" {name: px}, "joints", "matched_people", "gt_people",
+    "oks_threshold"}``; a mean over no joint is None.
+    """
+    coco_gt, meta = check_ground_truth(coco_gt, meta)
+    dets = _clean_results(load_results(results), coco_gt, meta)
+    known = set(coco_gt.getImgIds())
+    img_ids = sorted(known) if img_ids is None else sorted(set(img_ids))
+    unknown = [i for i in img_ids if i not in known]
+    if unknown:
+        raise LogocapError(f"{len(unknown)} evaluated image id(s) are not in the annotation file "
+                           f"(first: {unknown[0]!r})")
+    k = meta.num_keypoints
+    pairs = []  # (gt keypoints [K, 3], predicted keypoints [K, 3])
+    if dets:
+        sigmas = np.asarray(meta.sigmas, dtype=np.float64)
+        with contextlib.redirect_stdout(io.StringIO()):
+            if meta.dataset_type == "crowdpose":
+                from xtcocotools.coco import COCO as XCOCO
+                from xtcocotools.cocoeval import COCOeval as XCOCOeval
+
+                gt = _coco_from_dict(coco_gt.dataset, XCOCO)
+                E = XCOCOeval(gt, gt.loadRes(dets), "keypoints_crowd", sigmas, use_area=False)
+            else:
+                from pycocotools.cocoeval import COCOeval
+
+                E = COCOeval(coco_gt, coco_gt.loadRes(dets), "keypoints")
+                E.params.kpt_oks_sigmas = sigmas
+            E.params.imgIds = list(img_ids)
+            E.params.iouThrs = np.array([float(oks_threshold)])
+            E.params.areaRng, E.params.areaRngLbl = [[0, 1e10]], ["all"]
+            E.params.maxDets = [20]
+            E.evaluate()
+        for ev in E.evalImgs:
+            if ev is None:
+                continue
+            for g, gid in enumerate(ev["gtIds"]):
+                did = int(ev["gtMatches"][0, g])
+                if did > 0 and not ev["gtIgnore"][g]:
+                    pairs.append((E.cocoGt.anns[gid]["keypoints"], E.cocoDt.anns[did]["keypoints"]))
+    evaluated = set(img_ids)
+    gt_people = sum(1 for a in coco_gt.dataset["annotations"]
+                    if a["image_id"] in evaluated and not a.get("iscrowd", 0)
+                    and any(v > 0 for v in a["keypoints"][2::3]))
+    names = list(meta.keypoint_names)
+    if pairs:
+        g = np.asarray([p[0] for p in pairs], np.float64).reshape(-1, k, 3)
+        d = np.asarray([p[1] for p in pairs], np.float64).reshape(-1, k, 3)
+        vis = g[..., 2] > 0
+        dist = np.linalg.norm(d[..., :2] - g[..., :2], axis=-1)
+        n_j = vis.sum(0)
+        per = np.where(n_j > 0, (dist * vis).sum(0) / np.maximum(n_j, 1), np.nan)
+        mean = float((dist * vis).sum() / vis.sum()) if vis.any() else None
+    else:
+        per, n_j, mean = np.full(k, np.nan), np.zeros(k, int), None
+    return {"mean_px": mean,
+            "per_joint_px": {n: (None if not np.isfinite(v) else float(v)) for n, v in zip(names, per)},
+            "joints": int(np.sum(n_j)), "matched_people": len(pairs), "gt_people": int(gt_people),
+            "oks_threshold": float(oks_threshold)}
+
+
+def format_keypoint_error(err: dict) -> str:
+    """One line for the console: the mean, the count, and the worst joint."""
+    if err["mean_px"] is None:
+        return (f"Kpt.Error: undefined (no labelled joint of a matched person; {err['matched_people']} "
+                f"of {err['gt_people']} people matched at OKS >= {err['oks_threshold']:g})")
+    per = {n: v for n, v in err["per_joint_px"].items() if v is not None}
+    worst = max(per, key=per.get)
+    return (f"Kpt.Error: {err['mean_px']:.2f} px over {err['joints']} joints of "
+            f"{err['matched_people']}/{err['gt_people']} matched people (OKS >= "
+            f"{err['oks_threshold']:g}); worst joint {worst} {per[worst]:.2f} px")
 
 
 def evaluate_predictions(poses_by_image: dict, coco_gt, meta=None, out_dir: str | Path | None = None,
