@@ -42,7 +42,7 @@ def hgr_heatmap_weights(weights: torch.Tensor, num_keypoints: int, tradeoff: boo
     """
     k = int(num_keypoints)
     if weights.dim() != 4 or weights.shape[1] != k + 1:
-        raise ValueError(f"HGR needs per-channel heatmap weights [B, {k + 1}, h, w] "
+        raise LogocapError(f"HGR needs per-channel heatmap weights [B, {k + 1}, h, w] "
                          f"(data.heatmap_weights=per_channel), got {tuple(weights.shape)}")
     used = (weights > 0).to(weights.dtype)
     kp = weights[:, :k] if tradeoff else used[:, :k]
