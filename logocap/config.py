@@ -74,6 +74,9 @@ DEFAULTS: dict = {
         "refined": 1.0,  # LOGO-CAP refined heatmap loss factor
         "oks_loss": True,  # Table 5 switch
         "refined_sigma": 4.0,  # input px (official code)
+        # SAR (losses/sar.py): Laplacian kernel sharpness in map-normalised units, loss form
+        "sar_lambda": 16.0,
+        "sar_form": "reference",  # reference (-log(sum w r + 1e-6), released) | logsumexp
         # HGR (losses/hgr.py): Table 4's tradeoff switch (true: Eqn. 4, weight 1 inside each
         # joint's own region and data.bg_weight outside; false: plain MSE) and the center factor
         "tradeoff": True,
