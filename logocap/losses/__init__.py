@@ -29,6 +29,9 @@ def build_criterion(model, loss_cfg: dict | None = None, decode_cfg: dict | None
     if name.startswith("hgr"):  # method dispatch point (HGR): tradeoff loss, lambda 0.01
         from .hgr import HgrCriterion
         return HgrCriterion(loss_cfg)
+    if name.startswith("sar_") and name.endswith("_topdown"):  # method dispatch point (SAR)
+        from .sar import SarTopDownCriterion  # mixture-of-Laplace + quality focal aux loss
+        return SarTopDownCriterion(loss_cfg)
     return CenterOffsetCriterion(loss_cfg)
 
 
