@@ -148,14 +148,23 @@ def build_train_dataset(cfg: dict):
 
     d = cfg["data"]
     ann, img = _check_data(cfg, "train")
-    ds = CocoPoseDataset(
-        str(ann), str(img), meta=_dataset_meta(cfg), mode="train", input_size=d["input_size"],
-        max_rotation=d["max_rotation"], min_scale=d["min_scale"], max_scale=d["max_scale"],
-        max_translate=d["max_translate"], flip_prob=d["flip_prob"], sigma=d["sigma"],
-        center_sigma=d["center_sigma"], bg_weight=d["bg_weight"],
-        offset_radius=d["offset_radius"], min_center_area=d["min_center_area"],
-        max_images=d["max_images"], seed=cfg["train"]["seed"],
-        **target_settings(cfg["model"]["name"], d))  # per-method target options (DEKR)
+    from ..models.sar import is_topdown
+    if is_topdown(cfg["model"]["name"]):  # method dispatch point (top-down SAR): person crops
+        from ..data.topdown import TopDownPoseDataset  # input_size = crop height (width 3/4)
+        ds = TopDownPoseDataset(
+            str(ann), str(img), meta=_dataset_meta(cfg), input_size=d["input_size"],
+            max_rotation=d["max_rotation"], min_scale=d["min_scale"], max_scale=d["max_scale"],
+            max_translate=d["max_translate"], flip_prob=d["flip_prob"],
+            max_images=d["max_images"], seed=cfg["train"]["seed"])
+    else:
+        ds = CocoPoseDataset(
+            str(ann), str(img), meta=_dataset_meta(cfg), mode="train", input_size=d["input_size"],
+            max_rotation=d["max_rotation"], min_scale=d["min_scale"], max_scale=d["max_scale"],
+            max_translate=d["max_translate"], flip_prob=d["flip_prob"], sigma=d["sigma"],
+            center_sigma=d["center_sigma"], bg_weight=d["bg_weight"],
+            offset_radius=d["offset_radius"], min_center_area=d["min_center_area"],
+            max_images=d["max_images"], seed=cfg["train"]["seed"],
+            **target_settings(cfg["model"]["name"], d))  # per-method target options (DEKR)
     # an unreadable image among many is skipped with a warning and counted, not a crash mid-epoch
     bad = ds.check_images()
     if bad:
@@ -368,7 +377,8 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), sampler=sampler,
                         num_workers=int(cfg["data"]["num_workers"]), drop_last=True,
                         worker_init_fn=single_thread_worker,
-                        collate_fn=collate_train, pin_memory=info.device.type == "cuda")
+                        collate_fn=getattr(dataset, "collate_fn", collate_train),  # top-down: its own
+                        pin_memory=info.device.type == "cuda")
     iters = len(loader) if tcfg["max_iters_per_epoch"] is None else \
         min(len(loader), int(tcfg["max_iters_per_epoch"]))
     if iters == 0:
