@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 from pathlib import Path
 
 from ..meta import list_metas
@@ -39,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mod.add_argument("--images", default=None, help="image folder (with --data A.json or --ann A.json)")
     mod.add_argument("--device", choices=["cpu", "cuda"], default=None,
                      help="where to run the model (default: CUDA when available)")
+    mod.add_argument("--boxes", default=None, metavar="FILE",
+                     help="top-down models (sar_*_topdown): person boxes, a COCO detection json "
+                          "([{image_id, bbox [x, y, w, h], score}]); without it the ground-truth boxes")
+    mod.add_argument("--gt-boxes", action="store_true",
+                     help="top-down models: use the ground-truth person boxes (the default without --boxes)")
     mod.add_argument("overrides", nargs="*", metavar="key=value",
                      help="dotted test-config overrides, e.g. test.adaptation=none")
     p.add_argument("--out", default=None,
@@ -68,7 +74,9 @@ def run(args) -> int:
     if not args.results or not args.ann:
         raise LogocapError("give --results R.json --ann A.json (results mode) "
                            "or --weights W --data D (model mode)")
-    from ..evaluation import coco_evaluate, load_results
+    from ..evaluation import (coco_evaluate, format_keypoint_error, keypoint_error, load_coco_gt,
+                              load_results)
+    from ..utils import atomic_write_text
     from .common import check_out
 
     check_out(args.out, "file")
@@ -80,6 +88,12 @@ def run(args) -> int:
                    if isinstance(r, dict) and isinstance(r.get("image_id"), (int, str))}
     res_path = Path(args.results)
     out = Path(args.out) if args.out else res_path.with_name(res_path.stem + ".metrics.json")
-    coco_evaluate(results, args.ann, meta=args.meta, img_ids=img_ids, out_json=out)
-    print(f"metrics written to {out}")
+    coco_gt = load_coco_gt(args.ann)
+    coco_evaluate(results, coco_gt, meta=args.meta, img_ids=img_ids, out_json=out)
+    err = keypoint_error(results, coco_gt, meta=args.meta, img_ids=img_ids)  # Kpt.Error
+    print(format_keypoint_error(err))
+    err_path = out.with_name(out.name[:-len(".json")] + ".kpt_error.json") \
+        if out.name.endswith(".json") else out.with_name(out.name + ".kpt_error.json")
+    atomic_write_text(err_path, json.dumps(err, indent=1))
+    print(f"metrics written to {out}, Kpt.Error (per joint) to {err_path}")
     return 0
