@@ -68,6 +68,11 @@ class Predictor:
         if k != self.meta.num_keypoints:
             raise LogocapError(f"model predicts {k} keypoints but the keypoint set "
                                f"'{self.meta.name}' has {self.meta.num_keypoints}")
+        from .models.sar import is_topdown
+        if is_topdown(model):  # method dispatch point (top-down SAR): it needs person boxes
+            raise LogocapError(f"{getattr(model, 'model_name', 'this model')} is a top-down model: "
+                               "it needs person boxes (logocap predict --boxes boxes.json, or "
+                               "logocap.topdown.TopDownPredictor)")
         if int(input_size) < 64 or int(input_size) % 64:
             raise LogocapError(f"input size must be a multiple of 64 (>= 64), got {input_size}")
         self.device = torch.device(device)
