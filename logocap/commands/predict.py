@@ -46,6 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rescore", default=None, metavar="FILE", help="pose rescoring net "
                    "(e.g. DEKR's final_rescore_coco_kpt.pth or one from rescore training)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    td = p.add_argument_group("top-down models (sar_*_topdown; see logocap/commands/predict_topdown.py)")
+    td.add_argument("--boxes", default=None, metavar="FILE", help="person boxes, a COCO detection "
+                    "json ([{image_id, bbox [x, y, w, h], score}]); required by top-down models")
+    td.add_argument("--ann", default=None, metavar="A.json", help="COCO annotation json whose "
+                    "'images' list gives each input file's image id by file name; without it the "
+                    "id is the number the file name is made of (000000000139.jpg -> 139)")
     scale = p.add_argument_group("at scale (one COCO results json, resumable)")
     scale.add_argument("--batch", type=int, default=None, help="images per forward pass; switches to "
                        "the one-json mode (default there: 8)")
@@ -143,6 +149,9 @@ def run(args) -> int:
         raise LogocapError(f"--batch must be >= 1, got {args.batch}")
     if args.workers is not None and args.workers < 0:
         raise LogocapError(f"--workers must be >= 0, got {args.workers}")
+    from .predict_topdown import is_topdown_checkpoint, run_topdown
+    if args.boxes is not None or is_topdown_checkpoint(args.weights, args.model):
+        return run_topdown(args, images, missing)  # method dispatch point (top-down SAR)
     predictor = Predictor.from_checkpoint(args.weights, args.model, args.device, **overrides)
     if args.batch is not None or args.workers is not None:
         return _run_at_scale(args, predictor, images, len(missing))
