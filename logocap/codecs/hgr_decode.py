@@ -9,9 +9,9 @@ Batched torch (batch > 1, no Python loop over people or joints); any keypoint se
    and flipped images and tests at 0.5, 1, 2 (§4.1), which this reproduces.
 2. Grouping cues G_1..G_M: center NMS (top ``topk`` = 30, center score > ``center_threshold``
    = 0.01), the regressed pose at each center.
-3. Keypoint candidates S_k: per keypoint type, the top-30 local maxima (3x3) of the averaged
-   input-resolution heatmap with heat > 0.01 (:func:`heatmap_candidates`), each refined to sub-pixel
-   precision by a Gaussian (log-parabola) fit through its neighbours one output pixel away.
+3. Keypoint candidates S_k: per keypoint type, the top-30 local maxima (3x3) with heat > 0.01
+   of the averaged heatmap read on the output grid (:func:`heatmap_candidates`), each refined to
+   sub-pixel precision by a Gaussian (log-parabola) fit through its grid neighbours.
 4. Grouping (:func:`group_keypoints`): every regressed joint p_k of every cue absorbs the nearest
    candidate of S_k when it is within ``group_radius`` (75 input px), else keeps p_k. One distance
    tensor [B, M, K, 30]; a type without any candidate keeps all its regressed joints.
@@ -44,7 +44,7 @@ __all__ = ["HGR_TEST_DEFAULTS", "hgr_test_cfg", "heatmap_candidates", "group_key
 NUM_CANDIDATES = 30  # keypoint candidates per type (§3.2)
 CANDIDATE_THRESHOLD = 0.01  # candidates with a smaller heat value are removed (§3.2)
 GROUP_RADIUS = 75.0  # input px (§3.2)
-PEAK_KERNEL = 3  # max-pool of the candidate NMS on the input-resolution heatmap
+PEAK_KERNEL = 3  # max-pool of the candidate NMS on the output grid
 STRIDE = 4
 
 HGR_TEST_DEFAULTS = {**{k: v for k, v in DEKR_TEST_DEFAULTS.items() if k != "match_heatmap"},
@@ -81,52 +81,61 @@ def read_heat(heat: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return heat.reshape(b, k, hh * ww).gather(2, flat).permute(0, 2, 1)
 
 
-def _log_parabola(lo: torch.Tensor, mid: torch.Tensor, hi: torch.Tensor, step: float):
-    """Sub-pixel shift of a peak from samples at -step, 0, +step: the vertex of the parabola
-    through their logarithms (exact for a Gaussian), 0 where undefined, clamped to +-step / 2."""
+def _log_parabola(lo: torch.Tensor, mid: torch.Tensor, hi: torch.Tensor):
+    """Vertex of the parabola through the logarithms of samples at -1, 0, +1 (exact for a
+    Gaussian): (shift clamped to +-0.5, log gain of the vertex over ``mid``); 0, 0 where the
+    samples are not positive or not concave."""
     ok = (lo > 0) & (mid > 0) & (hi > 0)
     tiny = torch.finfo(mid.dtype).tiny
     llo, lmid, lhi = (torch.log(v.clamp(min=tiny)) for v in (lo, mid, hi))
     den = llo - 2 * lmid + lhi
     ok = ok & (den < 0)
-    shift = 0.5 * step * (llo - lhi) / torch.where(ok, den, torch.ones_like(den))
-    return torch.where(ok, shift, torch.zeros_like(shift)).clamp(-step / 2, step / 2)
+    den = torch.where(ok, den, -torch.ones_like(den))
+    shift = (0.5 * (llo - lhi) / den).clamp(-0.5, 0.5)
+    gain = shift * (lhi - llo) / 2 + shift ** 2 * den / 2
+    zero = torch.zeros_like(shift)
+    return torch.where(ok, shift, zero), torch.where(ok, gain, zero)
 
 
 def heatmap_candidates(heat: torch.Tensor, num: int = NUM_CANDIDATES,
                        threshold: float = CANDIDATE_THRESHOLD, kernel: int = PEAK_KERNEL,
-                       refine_step: float = STRIDE):
+                       stride: int = STRIDE, refine: bool = True):
     """Keypoint candidates S_k of every type (§3.2).
 
-    heat [B, K, H, W] (input-resolution heatmaps). Local maxima (``kernel`` x ``kernel``) with heat
-    > ``threshold``, the ``num`` highest per channel; each moved to the vertex of a log-parabola
-    through the heat values ``refine_step`` px to either side in x and in y (``refine_step`` = 4:
-    one output pixel; 0 = integer pixels). Returns (xy [B, K, P, 2] input px, value [B, K, P],
-    ok [B, K, P] bool) with P = min(num, H W); slots without a candidate have ok False.
+    heat [B, K, H, W] input-resolution heatmaps, read on the output grid (every ``stride``-th
+    pixel: for the aligned resampling of the decoder these are exactly the network's 1/4 values,
+    and the replicated border of the upsampled map cannot form flat false peaks). Local maxima
+    (``kernel`` x ``kernel`` on that grid) with heat > ``threshold``, the ``num`` highest per
+    channel, each moved to the vertex of a log-parabola through its grid neighbours in x and in y
+    (exact for a Gaussian; ``refine=False`` keeps the grid point). Returns (xy [B, K, P, 2] input
+    px, value [B, K, P] the heat at that vertex, ok [B, K, P] bool), P = min(num, grid size);
+    slots without a candidate have ok False.
     """
-    b, k, hh, ww = heat.shape
-    pooled = F.max_pool2d(heat, kernel, 1, kernel // 2)
-    peak = (heat == pooled) & (heat > threshold)
-    flat = torch.where(peak, heat, torch.full_like(heat, -float("inf"))).reshape(b, k, -1)
+    grid = heat[..., ::stride, ::stride]
+    b, k, hh, ww = grid.shape
+    pooled = F.max_pool2d(grid, kernel, 1, kernel // 2)
+    peak = (grid == pooled) & (grid > threshold)
+    flat = torch.where(peak, grid, torch.full_like(grid, -float("inf"))).reshape(b, k, -1)
     val, idx = flat.topk(min(int(num), hh * ww), dim=2)
     ok = torch.isfinite(val)
     ix, iy = idx % ww, idx // ww
     xy = torch.stack([ix, iy], dim=-1).to(heat.dtype)
-    if refine_step > 0:
-        s = int(round(refine_step))
-        maps = heat.reshape(b, k, hh * ww)
+    if refine:
+        maps = grid.reshape(b, k, hh * ww)
 
         def at(x, y):
-            return maps.gather(2, (y.clamp(0, hh - 1) * ww + x.clamp(0, ww - 1)))
+            return maps.gather(2, y.clamp(0, hh - 1) * ww + x.clamp(0, ww - 1))
 
-        dx = _log_parabola(at(ix - s, iy), at(ix, iy), at(ix + s, iy), float(s))
-        dy = _log_parabola(at(ix, iy - s), at(ix, iy), at(ix, iy + s), float(s))
-        # at the map border the clamped neighbour equals the peak: no shift on that axis
-        dx = torch.where((ix - s >= 0) & (ix + s < ww), dx, torch.zeros_like(dx))
-        dy = torch.where((iy - s >= 0) & (iy + s < hh), dy, torch.zeros_like(dy))
-        xy = xy + torch.stack([dx, dy], dim=-1)
+        dx, gx = _log_parabola(at(ix - 1, iy), at(ix, iy), at(ix + 1, iy))
+        dy, gy = _log_parabola(at(ix, iy - 1), at(ix, iy), at(ix, iy + 1))
+        # on the grid border a clamped neighbour is the peak itself: no shift on that axis
+        inx, iny = (ix >= 1) & (ix + 1 < ww), (iy >= 1) & (iy + 1 < hh)
+        xy = xy + torch.stack([torch.where(inx, dx, torch.zeros_like(dx)),
+                               torch.where(iny, dy, torch.zeros_like(dy))], dim=-1)
+        val = val * torch.exp(torch.where(inx, gx, torch.zeros_like(gx))
+                              + torch.where(iny, gy, torch.zeros_like(gy)))
     val = torch.where(ok, val, torch.zeros_like(val))
-    return xy, val, ok
+    return xy * stride, val, ok
 
 
 def group_keypoints(cues: torch.Tensor, cand_xy: torch.Tensor, cand_ok: torch.Tensor,
