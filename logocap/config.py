@@ -102,7 +102,10 @@ DEFAULTS: dict = {
         "gaussian_sigma": 16.0,
         "top2_lambda": 0.75,
         "window_scale": 1.0,  # multiply mesh steps / global window at small inputs
-        "impl": "fast",  # global-KEM gather: fast (separable, same values) | reference (per point)
+        # fast: conv+BN folded, channels_last, separable global-KEM gather (same outputs within
+        # float rounding); reference: the plain network in NCHW and the per-point gather
+        "impl": "fast",  # fast | reference (the baseline of `logocap bench speed`)
+        "precision": "fp32",  # fp32 | bf16 (network + CMP under bfloat16 autocast; decoding fp32)
         # DEKR decoding (codecs/dekr_decode.py; the keys above it reads: flip, topk,
         # center_threshold, nms_threshold, nms_num_joints, max_people, pose_nms)
         "scales": [1.0],  # multi-scale test, e.g. [0.5, 1.0, 2.0]; must include 1.0
@@ -204,11 +207,12 @@ def validate_test_cfg(test: dict) -> dict:
     from .codecs.logocap_decode import ADAPTATIONS, IMPLS
     from .codecs.mesh import SAMPLE_MODES
     from .codecs.nms import POSE_NMS_METHODS
+    from .engine.precision import TEST_PRECISIONS
 
     t = dict(test or {})
     choices = {"upsample": UPSAMPLE_MODES, "flip_shift": FLIP_SHIFTS, "adaptation": ADAPTATIONS,
                "sample_mode": (None,) + tuple(SAMPLE_MODES), "pose_nms": POSE_NMS_METHODS,
-               "impl": IMPLS}
+               "impl": IMPLS, "precision": TEST_PRECISIONS}
     for key, allowed in choices.items():
         if key in t and t[key] not in allowed:
             names = ", ".join("null" if a is None else str(a) for a in allowed)

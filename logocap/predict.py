@@ -9,6 +9,13 @@ Batches never pad: images whose network inputs differ in shape go through separa
 HRNet's low-resolution branches see the whole canvas (measured on the synthetic checkpoints: an
 image padded to a wider neighbour's size lost or gained people and moved joints by hundreds of
 pixels), so a batch of B gives exactly what B single images give.
+
+Test-time speed (``test.impl``, ``test.precision``): the network the Predictor calls
+(``Predictor.net``, an :class:`~logocap.engine.precision.InferenceModel`) is, with ``impl: fast``
+(default), a copy of the model with its Conv2d -> BatchNorm2d pairs folded
+(:func:`~logocap.models.fuse.fuse_conv_bn`) in channels_last memory format; ``impl: reference``
+runs the model as given (NCHW, unfolded). ``precision: bf16`` runs the network and the CMP under
+bfloat16 autocast; their outputs are cast to float32 before any decoding.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import torch
 from .codecs.decode import decode_center_offset, pose_nms, run_with_flip, to_original
 from .config import DEFAULTS, validate_test_cfg
 from .data.transforms import MEAN, STD, test_transform, warp_image
+from .engine.precision import InferenceModel, resolve_precision
 from .meta import KeypointMeta, get_meta
 from .structures import Poses
 from .utils import LogocapError
@@ -57,12 +65,14 @@ class Predictor:
     ``test_cfg``: keys of ``config.DEFAULTS["test"]`` (flip, topk, center_threshold, nms_threshold,
     nms_num_joints, max_people, pose_nms, upsample, LOGO-CAP decoding keys), plus optionally
     ``flip_shift`` ("official" | "aligned", see ``codecs.decode.flip_fuse``). ``normalization``:
-    {"mean", "std"} (RGB, for [0, 1] images), ImageNet by default.
+    {"mean", "std"} (RGB, for [0, 1] images), ImageNet by default. ``owns_model``: the Predictor
+    may fold the model's BatchNorms in place (``impl: fast``) instead of folding a copy; leave it
+    False for a model that is still used elsewhere (e.g. trained on after an evaluation).
     """
 
     def __init__(self, model: torch.nn.Module, meta: KeypointMeta | str = "coco", input_size: int = 512,
                  test_cfg: dict | None = None, device: str | torch.device = "cpu",
-                 normalization: dict | None = None):
+                 normalization: dict | None = None, owns_model: bool = False):
         self.meta = get_meta(meta)
         k = getattr(model, "num_keypoints", self.meta.num_keypoints)
         if k != self.meta.num_keypoints:
@@ -81,6 +91,7 @@ class Predictor:
         self.cfg = copy.deepcopy(DEFAULTS["test"])
         self.cfg.update(test_cfg or {})
         validate_test_cfg(self.cfg)
+        self.net = self._inference_net(owns_model)
         norm = normalization or {"mean": MEAN, "std": STD}
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1)
@@ -89,6 +100,26 @@ class Predictor:
         if self.cfg.get("rescore"):
             from .models.rescore import load_rescorer
             self.rescorer = load_rescorer(self.cfg["rescore"], self.meta, self.device)
+
+    def _inference_net(self, owns_model: bool) -> InferenceModel:
+        """The network as decoding calls it (module doc): folded + channels_last for
+        ``impl: fast``, autocast for ``precision: bf16``, float32 NCHW outputs."""
+        fast = self.cfg["impl"] == "fast"
+        model = self.model
+        if not isinstance(model, torch.nn.Module):  # another runtime (e.g. an exported network)
+            if self.cfg["precision"] != "fp32":
+                raise LogocapError(f"test.precision {self.cfg['precision']} needs a PyTorch "
+                                   f"network; this one is a {type(model).__name__}")
+            self.precision = resolve_precision("fp32", self.device, channels_last=False)
+            return InferenceModel(model, self.precision)
+        self.precision = resolve_precision(self.cfg["precision"], self.device, channels_last=fast)
+        if fast:
+            from .models.fuse import fuse_conv_bn
+            model = fuse_conv_bn(model, inplace=owns_model)
+            if owns_model:
+                self.model = model
+            model.to(memory_format=torch.channels_last)
+        return InferenceModel(model, self.precision)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -112,7 +143,8 @@ class Predictor:
                                f"{', '.join(sorted(DEFAULTS['test']))}, flip_shift")
         test_cfg.update(overrides)
         size = input_size or info.get("input_size") or default_input_size(info["model_name"])
-        return cls(model, kp_meta, int(size), test_cfg, device, info.get("normalization"))
+        return cls(model, kp_meta, int(size), test_cfg, device, info.get("normalization"),
+                   owns_model=True)
 
     # ------------------------------------------------------------------ inference
     def prepare(self, image):
@@ -120,31 +152,45 @@ class Predictor:
         return prepare_image(image, self.input_size, self.mean.view(-1).tolist(), self.std.view(-1).tolist())
 
     @torch.inference_mode()
-    def decode(self, batch: torch.Tensor) -> dict:
-        """Normalised input batch [B, 3, H, W] -> decoded candidates (input px) plus ``keep``."""
+    def decode(self, batch: torch.Tensor, timings: dict | None = None) -> dict:
+        """Normalised input batch [B, 3, H, W] -> decoded candidates (input px) plus ``keep``.
+
+        ``timings`` (optional dict) accumulates seconds per stage: "network" (forward of image +
+        mirror, flip fusion), the LOGO-CAP decoder's "local_kems", "local_kams", "global_kams"
+        (center-offset: "decode"; DEKR / HGR: "decode" holds their network passes too) and
+        "pose_nms".
+        """
+        from .codecs.logocap_decode import _Ticker
+
         cfg = self.cfg
+        tick = _Ticker(timings, self.device)
         batch = batch.to(self.device)
         from .models.dekr import is_dekr
         if is_dekr(self.model):  # method dispatch point (DEKR): its own flip, scales and NMS
-            return self._decode_dekr(batch)
+            res = self._decode_dekr(batch)
+            tick("decode")
+            return res
         from .models.hgr import is_hgr
         if is_hgr(self.model):  # method dispatch point (HGR): DEKR's maps + heatmap-guided grouping
-            return self._decode_dekr(batch, hgr=True)
+            res = self._decode_dekr(batch, hgr=True)
+            tick("decode")
+            return res
         if cfg["flip"]:
-            fused, plain = run_with_flip(self.model, batch, self.meta, cfg.get("flip_shift", "official"))
+            fused, plain = run_with_flip(self.net, batch, self.meta, cfg.get("flip_shift", "official"))
         else:
-            fused = plain = self.model(batch)
-        bad = [k for k, v in plain.items() if not torch.isfinite(v).all()]
-        if bad:  # a diverged or broken checkpoint: say so instead of decoding garbage
-            raise LogocapError(f"the model produced non-finite values (NaN/Inf) in {', '.join(bad)}: "
-                               "its weights are broken (diverged training or a damaged file)")
+            fused = plain = self.net(batch)
+        _check_finite(plain)
+        tick("network")
         if hasattr(self.model, "kam"):  # LOGO-CAP
             from .codecs.logocap_decode import decode_logocap
-            res = decode_logocap(self.model, fused, plain["embedding"], self.meta, cfg)
+            res = decode_logocap(self.net, fused, plain["embedding"], self.meta, cfg, timings)
+            tick.t = tick._now() if timings is not None else 0.0
         else:
             res = decode_center_offset(fused, self.meta, cfg)
+            tick("decode")
         res["keep"] = pose_nms(res["poses"], res["scores"], res["valid"], cfg["nms_threshold"],
                                cfg["nms_num_joints"], cfg["max_people"], cfg["pose_nms"])
+        tick("pose_nms")
         return res
 
     def predict_prepared(self, tensors, affines, sizes) -> list[Poses]:
@@ -208,12 +254,9 @@ class Predictor:
                 raise LogocapError(f"test scale {s} turns the {w}x{h} input into {ws:g}x{hs:g}, "
                                    "not a multiple of 32 px (the network needs one)")
             images[s] = batch if s == 1.0 else resample_aligned(batch, (round(hs), round(ws)), s)
-        res = decode_hgr(self.model, images, self.meta, cfg, cues) if hgr else \
-            decode_dekr(self.model, images, self.meta, cfg)
-        bad = [k for k, v in res["raw"].items() if not torch.isfinite(v).all()]
-        if bad:
-            raise LogocapError(f"the model produced non-finite values (NaN/Inf) in {', '.join(bad)}: "
-                               "its weights are broken (diverged training or a damaged file)")
+        res = decode_hgr(self.net, images, self.meta, cfg, cues) if hgr else \
+            decode_dekr(self.net, images, self.meta, cfg)
+        _check_finite(res["raw"])
         return res
 
     def predict_batch(self, images) -> list[Poses]:
@@ -230,3 +273,12 @@ class Predictor:
     def predict(self, image) -> Poses:
         """One RGB uint8 image [H, W, 3] -> :class:`Poses` (original px, sorted by score)."""
         return self.predict_batch([image])[0]
+
+
+def _check_finite(outputs: dict) -> None:
+    """A diverged or broken checkpoint: say so instead of decoding garbage (one host sync)."""
+    flags = torch.stack([torch.isfinite(v).all() for v in outputs.values()])
+    if not bool(flags.all()):
+        bad = [k for k, ok in zip(outputs, flags.tolist()) if not ok]
+        raise LogocapError(f"the model produced non-finite values (NaN/Inf) in {', '.join(bad)}: "
+                           "its weights are broken (diverged training or a damaged file)")

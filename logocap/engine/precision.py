@@ -13,6 +13,12 @@
 
 ``channels_last`` (``train.channels_last``): NHWC memory format for the network and its input;
 ``auto`` = on for fp32 / bf16 / fp16 (oneDNN and cuDNN pick faster kernels), off for fp64.
+
+At test time (``test.precision``, :data:`TEST_PRECISIONS`): ``fp32`` (default) or ``bf16``, where
+the backbone, the heads and LOGO-CAP's CMP (``model.kam``) run under bfloat16 autocast and their
+outputs come back as float32, so that coordinates, meshes, gathers, NMS and scores stay in fp32
+(rounding a coordinate near 500 px to bfloat16 moves it by up to 2 px). :class:`InferenceModel`
+is what the Predictor calls.
 """
 from __future__ import annotations
 
@@ -23,9 +29,11 @@ import torch
 
 from ..utils import LogocapError, native_bf16
 
-__all__ = ["PRECISIONS", "Precision", "resolve_precision", "MixedPrecisionModel"]
+__all__ = ["PRECISIONS", "TEST_PRECISIONS", "Precision", "resolve_precision", "MixedPrecisionModel",
+           "InferenceModel"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp64")
+TEST_PRECISIONS = ("fp32", "bf16")  # test.precision
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -130,3 +138,14 @@ class MixedPrecisionModel:
 
     def __getattr__(self, name):
         return getattr(self.model, name)
+
+
+class InferenceModel(MixedPrecisionModel):
+    """What the Predictor calls instead of the network: ``__call__`` and ``kam`` run in the
+    chosen precision and memory format, and every output comes back as a contiguous NCHW float32
+    tensor (the weights' dtype for fp64 models), ready for decoding. Any other attribute (``kam``
+    aside: ``model_name``, ``num_keypoints``, ...) is the network's own."""
+
+    def _out(self, v):
+        v = super()._out(v)
+        return v.contiguous() if torch.is_tensor(v) else v
