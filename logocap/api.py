@@ -67,6 +67,9 @@ def load(model: str | Path, weights: str | Path | None = None, device: str = "cp
     ``input_size`` (multiple of 64), ``meta`` (plain state_dicts only) and test options
     (``flip=False``, ``max_people=...``, any key of ``config.DEFAULTS["test"]``) override the
     checkpoint's own settings. ``batch`` / ``workers``: defaults for every call.
+    ``precision="bf16"`` (test option ``precision``, default "fp32"): the network and LOGO-CAP's
+    CMP under bfloat16 autocast, decoding in fp32 (fast on CPUs with AMX / AVX512-BF16);
+    ``impl="reference"``: the plain unfolded NCHW network (the speed benchmark's baseline).
     """
     from .models import list_models
 
@@ -91,7 +94,7 @@ def load(model: str | Path, weights: str | Path | None = None, device: str = "cp
                       "initialised and its poses are meaningless", stacklevel=2)
         net = create_model(str(model), num_keypoints=kp_meta.num_keypoints)
         predictor = Predictor(net, kp_meta, input_size or default_input_size(str(model)),
-                              test_options, dev)
+                              test_options, dev, owns_model=True)
     else:
         raise LogocapError(f"'{model}' is neither a checkpoint file nor a model name; known models: "
                            f"{', '.join(list_models())}")
