@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="test input size (short side); taken from the checkpoint when not given")
     mod.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                      help="flip test (average with the mirrored image)")
+    mod.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                     help="network precision (test.precision; default: the checkpoint's, fp32): "
+                          "bf16 = bfloat16 autocast for the network and the CMP, decoding in fp32")
     mod.add_argument("--split", default="val",
                      help="split of a dataset folder: annotations/person_keypoints_<split>.json, images/<split>/")
     mod.add_argument("--images", default=None, help="image folder (with --data A.json or --ann A.json)")

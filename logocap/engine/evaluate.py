@@ -186,6 +186,8 @@ def run_model_eval(args) -> int:
     flip = getattr(args, "flip", None)
     if flip is not None:
         test_cfg["flip"] = bool(flip)
+    if getattr(args, "precision", None):
+        test_cfg["precision"] = args.precision
     validate_test_cfg(test_cfg)
     from ..models.sar import is_topdown
     topdown = is_topdown(model)  # method dispatch point (top-down SAR): crop height, person boxes
@@ -206,7 +208,8 @@ def run_model_eval(args) -> int:
         out_dir = Path(out)
     print(f"evaluating {info['model_name']} ({args.weights}) on {len(dataset)} images of {ann}; "
           f"input {size}, flip {'on' if test_cfg['flip'] else 'off'}, "
-          f"decoding {test_cfg.get('upsample')} upsample, {device}")
+          f"decoding {test_cfg.get('upsample')} upsample, {test_cfg.get('precision', 'fp32')} "
+          f"({test_cfg.get('impl', 'fast')}), {device}")
     metrics, _ = evaluate_model(model, dataset, meta, test_cfg, int(size), device=device,
                                 out_dir=out_dir, normalization=info.get("normalization"),
                                 boxes=boxes)
