@@ -193,11 +193,13 @@ class Predictor:
         tick("pose_nms")
         return res
 
-    def predict_prepared(self, tensors, affines, sizes) -> list[Poses]:
+    def predict_prepared(self, tensors, affines, sizes, timings: dict | None = None) -> list[Poses]:
         """Prepared images (see :meth:`prepare`) -> one :class:`Poses` per image, in order.
 
         Images whose tensors have the same shape share one forward pass; different shapes get
         separate passes, never padding (which would change the results, see the module doc).
+        ``timings``: seconds per stage (:meth:`decode`'s, plus "rest": back-projection, scores,
+        packaging), summed over the passes.
         """
         tensors, sizes = list(tensors), list(sizes)
         affines = [np.asarray(a, np.float64) for a in affines]
@@ -208,13 +210,17 @@ class Predictor:
         for idx in groups.values():
             batch = torch.stack([tensors[i] for i in idx])
             aff = torch.as_tensor(np.stack([affines[i] for i in idx]))
-            for i, poses in zip(idx, self._predict_tensor(batch, aff, [sizes[i] for i in idx])):
+            for i, poses in zip(idx, self._predict_tensor(batch, aff, [sizes[i] for i in idx],
+                                                          timings)):
                 out[i] = poses
         return out
 
-    def _predict_tensor(self, batch, affines, sizes) -> list[Poses]:
+    def _predict_tensor(self, batch, affines, sizes, timings: dict | None = None) -> list[Poses]:
         """One forward pass of an unpadded batch [B, 3, H, W] -> B :class:`Poses`."""
-        res = self.decode(batch)
+        from .codecs.logocap_decode import _Ticker
+
+        res = self.decode(batch, timings)
+        tick = _Ticker(timings, self.device)
         # Pose NMS ran in input px; the test transform is a similarity, so the relative
         # (diagonal-based) NMS threshold gives the same result as in original px.
         orig = to_original(res["poses"], affines.to(res["poses"].device)).float().cpu()
@@ -228,6 +234,7 @@ class Predictor:
         for b, size in enumerate(sizes):  # packaging only: the decoding above is batched
             poses = Poses(orig[b][keep[b]], scores[b][keep[b]], self.meta, image_size=tuple(size))
             out.append(poses.sorted())
+        tick("rest")
         return out
 
     def _decode_dekr(self, batch: torch.Tensor, hgr: bool = False, cues=None) -> dict:
