@@ -143,28 +143,13 @@ def _dataset_meta(cfg: dict):
 
 
 def build_train_dataset(cfg: dict):
-    from ..data.coco import CocoPoseDataset
-    from ..losses import target_settings
+    """The training set of ``cfg`` as the model's method family builds it (bottom-up targets with
+    the family's options, or person crops for a top-down family)."""
+    from ..families import family_of
 
-    d = cfg["data"]
     ann, img = _check_data(cfg, "train")
-    from ..models.sar import is_topdown
-    if is_topdown(cfg["model"]["name"]):  # method dispatch point (top-down SAR): person crops
-        from ..data.topdown import TopDownPoseDataset  # input_size = crop height (width 3/4)
-        ds = TopDownPoseDataset(
-            str(ann), str(img), meta=_dataset_meta(cfg), input_size=d["input_size"],
-            max_rotation=d["max_rotation"], min_scale=d["min_scale"], max_scale=d["max_scale"],
-            max_translate=d["max_translate"], flip_prob=d["flip_prob"],
-            max_images=d["max_images"], seed=cfg["train"]["seed"])
-    else:
-        ds = CocoPoseDataset(
-            str(ann), str(img), meta=_dataset_meta(cfg), mode="train", input_size=d["input_size"],
-            max_rotation=d["max_rotation"], min_scale=d["min_scale"], max_scale=d["max_scale"],
-            max_translate=d["max_translate"], flip_prob=d["flip_prob"], sigma=d["sigma"],
-            center_sigma=d["center_sigma"], bg_weight=d["bg_weight"],
-            offset_radius=d["offset_radius"], min_center_area=d["min_center_area"],
-            max_images=d["max_images"], seed=cfg["train"]["seed"],
-            **target_settings(cfg["model"]["name"], d))  # per-method target options (DEKR)
+    ds = family_of(cfg["model"]["name"]).build_train_dataset(
+        ann, img, _dataset_meta(cfg), cfg["data"], seed=cfg["train"]["seed"])
     # an unreadable image among many is skipped with a warning and counted, not a crash mid-epoch
     bad = ds.check_images()
     if bad:

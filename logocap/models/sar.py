@@ -108,17 +108,17 @@ def _build(defaults: dict, num_keypoints: int, overrides: dict) -> nn.Module:
     return SarTopDownModel(num_keypoints=num_keypoints, **{**defaults, **overrides})
 
 
-@register_model
+@register_model(family="sar", input_size=256)  # crop height
 def sar_hrnet_w32_topdown(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(_W32, num_keypoints, kw)
 
 
-@register_model
+@register_model(family="sar", input_size=384)  # crop height
 def sar_hrnet_w48_topdown(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(_W48, num_keypoints, kw)
 
 
-@register_model
+@register_model(family="sar", input_size=128)  # crop height
 def sar_hrnet_tiny_topdown(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     """Width 8, 2 blocks per branch, 1 module per stage, 128x96 crops: tests and CPU runs."""
     return _build(_TINY, num_keypoints, kw)
