@@ -66,6 +66,7 @@ DEFAULTS: dict = {
         "resume": False,
         "max_iters_per_epoch": None,
         "sync_bn": True,  # synchronise BatchNorm across processes under torchrun
+        "warmup_iters": 0,  # linear lr warm-up from 0.001 x lr over the first N iterations; 0 = off
     },
     "loss": {
         "heatmap": 1.0,

@@ -65,6 +65,14 @@ def lr_milestones(tcfg: dict) -> list[int]:
     return [int(round(e * tcfg["epochs"] / of)) for e in tcfg["lr_steps"]]
 
 
+def warmup_factor(step: int, warmup_iters: int, start: float = 0.001) -> float:
+    """Linear warm-up by iteration (mmpose's LinearLR, start factor 0.001): the lr multiplier of
+    iteration ``step`` (0-based); 1 from ``warmup_iters`` on (and always when it is 0)."""
+    if not warmup_iters or step >= warmup_iters:
+        return 1.0
+    return start + (1.0 - start) * step / warmup_iters
+
+
 def balance_offset_weights(batch: dict, world_size: int) -> None:
     """Make DDP's gradient average equal the offset loss of the global batch.
 
@@ -435,6 +443,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
             dataset.set_epoch(epoch)
         ddp.train()
         sums, t0 = {}, time.time()
+        scheduled = [g["lr"] for g in optimizer.param_groups]  # this epoch's lr, before warm-up
         bar = _progress(info.is_main, iters, f"epoch {epoch + 1}/{epochs}")
         for it, batch in enumerate(loader):
             if it >= iters:
@@ -442,6 +451,10 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
             _report_images(batch, seen_images)
             batch = precision.cast_batch(_to_device(batch, info.device))
             balance_offset_weights(batch, info.world_size)
+            warmup = int(tcfg.get("warmup_iters") or 0)  # train.warmup_iters
+            if global_step <= warmup:  # (the last one restores the scheduled lr)
+                for g, base in zip(optimizer.param_groups, scheduled):
+                    g["lr"] = base * warmup_factor(global_step, warmup)
             losses = ddp(batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
@@ -463,6 +476,8 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
                             "lr": optimizer.param_groups[0]["lr"], **vals})
         if bar is not None:
             bar.close()
+        for g, base in zip(optimizer.param_groups, scheduled):  # undo a warm-up in progress:
+            g["lr"] = base  # MultiStepLR scales the lr it finds in the optimizer
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         # epoch means over all processes (what a single process with the whole batch would log)
