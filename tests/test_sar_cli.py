@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     rc = main(["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--device", "cpu",
                "model.name=sar_hrnet_tiny_topdown", "data.dataset=coco", "data.input_size=128",
                "train.batch_size=2", "train.max_iters_per_epoch=2", "train.eval_every=1",
-               "train.log_every=1", "train.precision=fp32", *FIXTURE_LAYOUT])
+               "train.log_every=1", "train.precision=fp32", "train.warmup_iters=2", *FIXTURE_LAYOUT])
     assert rc == 0
     return {"root": root, "ann": ann, "images": images, "run": run}
 
@@ -40,6 +40,9 @@ def test_train_two_steps_then_evaluated_with_gt_boxes(trained):
     assert len(steps) == 2 and all(set(r) >= {"loss", "sar", "heatmap"} for r in steps)
     assert all(np.isfinite(r["loss"]) for r in steps)
     epoch = [r for r in recs if r["type"] == "epoch"][-1]
+    # train.warmup_iters=2: lr x 0.001, then x (0.001 + 0.999 / 2); the epoch's lr is untouched
+    assert [r["lr"] for r in steps] == pytest.approx([1e-6, 1e-3 * (0.001 + 0.999 / 2)])
+    assert epoch["lr"] == pytest.approx(1e-3)
     assert "val_AP" in epoch  # the training loop's evaluation ran on ground-truth boxes
     err = json.loads((run / "eval" / "epoch_001" / "kpt_error.json").read_text())
     assert err["gt_people"] == 4 and err["oks_threshold"] == 0.5
@@ -145,3 +148,26 @@ def test_bottom_up_model_refuses_boxes(tmp_path, capsys):
     assert main(["eval", "--weights", str(w), "--data", str(ann), "--images", str(images),
                  "--gt-boxes"]) == 2
     assert "for top-down models" in capsys.readouterr().err
+
+
+def test_warmup_spanning_an_lr_step(tmp_path):
+    """train.warmup_iters=3 over 2 epochs of 2 iterations, the lr x0.1 after epoch 1: the warm-up
+    multiplies the scheduled lr of each epoch and never leaks into the schedule."""
+    from logocap.engine.train import warmup_factor
+
+    assert warmup_factor(0, 0) == 1.0 and warmup_factor(5, 4) == 1.0
+    assert warmup_factor(2, 4) == pytest.approx(0.001 + 0.999 / 2)
+    data = tmp_path / "data"
+    make_coco_fixture(data, num_images=2, size=(96, 128))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--epochs", "2", "--device", "cpu",
+                 "model.name=sar_hrnet_tiny_topdown", "data.dataset=coco", "data.input_size=128",
+                 "train.batch_size=2", "train.max_iters_per_epoch=2", "train.eval_every=0",
+                 "train.log_every=1", "train.precision=fp32", "train.warmup_iters=3",
+                 "train.lr_steps=[1]", "train.lr_steps_of=2", *FIXTURE_LAYOUT]) == 0
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["lr"] for r in recs if r["type"] == "step"]
+    epochs = [r["lr"] for r in recs if r["type"] == "epoch"]
+    f = [warmup_factor(i, 3) for i in range(4)]
+    assert steps == pytest.approx([1e-3 * f[0], 1e-3 * f[1], 1e-4 * f[2], 1e-4 * f[3]])
+    assert epochs == pytest.approx([1e-3, 1e-4]) and f[3] == 1.0
