@@ -228,8 +228,8 @@ def main(argv=None) -> int:
         print(f"{label:<52}" + "".join(f"{r[m]:>7.3f}" for m in METRICS)
               + (f"{r['ms_per_image']:>8.1f}" if r["ms_per_image"] else f"{'-':>8}")
               + (f"{r['train_minutes']:>10.1f}" if r["train_minutes"] else f"{'-':>10}"))
-    if results["table1"]:
-        t = results["table1"]
+    t = results["table1"]
+    if t and t["share_recovered"] is not None:
         print(f"\nTable 1: baseline {t['baseline']:.3f}, bound {t['bound']:.3f}, LOGO-CAP "
               f"{t['logocap']:.3f}: LOGO-CAP recovers {100 * t['share_recovered']:.0f}% of the gap "
               "(paper: 34%)")
