@@ -528,7 +528,7 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     summary = {"out_dir": str(out), "epochs": epochs, "global_step": global_step,
                "history": history, "best_ap": None if best_ap == -math.inf else best_ap,
                "last_checkpoint": str(out / "last.pth"), "world_size": info.world_size,
-               "is_main": info.is_main,
+               "is_main": info.is_main, "precision": precision.describe(),
                "final_loss": history[-1]["loss"] if history else None}
     if info.is_main:
         atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items()
