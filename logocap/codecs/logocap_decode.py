@@ -129,28 +129,54 @@ def top2(maps: torch.Tensor, lam: float = 0.75):
 
 
 def refine(model, heatmaps_up: torch.Tensor, embedding: torch.Tensor, batch_index: torch.Tensor,
-           poses: torch.Tensor, sigmas, cfg: dict, clamp: bool = True, timings: dict | None = None) -> dict:
-    """Full LOGO-CAP refinement of N candidates (steps 7-13). poses [N, K, 2] input px.
+           poses: torch.Tensor, sigmas, cfg: dict, clamp: bool = True, timings: dict | None = None,
+           level: str = "full", mesh: torch.Tensor | None = None) -> dict:
+    """The LOGO-CAP refinement of N candidates (steps 7-13), the one used by test decoding and by
+    the training criterion. poses [N, K, 2] input px; heatmaps_up [B, >=K, H, W]; embedding
+    [B, d, h, w]; batch_index [N] (the image of each candidate).
 
-    Returns dict(mesh [N,K,m,m,2], kams [N,K,m,m] (clamped to [0,1] when ``clamp``; raw for
-    training), global_kem [N,K,a,a] (after reweighing), refined [N,K,a,a], joints [N,K,2],
-    values [N,K]). ``window_scale`` multiplies the local mesh step and the Gaussian sigma.
+    ``level`` (Table 7, ``test.adaptation``): "none" = the initial joints, value = heat value at
+    the joint; "partial" ("KAMs only") = per joint the local mesh point of largest KAM, value =
+    that KAM; "kems" ("KEMs only") = top-2 of the Gaussian-reweighed global KEM (no KAM);
+    "full" = top-2 of the global KEM adapted by the KAM kernel (LOGO-CAP).
+    Test decoding clamps the KAMs to [0, 1] and reads the global KEMs with ``cfg["impl"]``;
+    training passes ``clamp=False`` (raw KAMs) and non-detached heatmaps, for which the global
+    gather falls back to the differentiable reference (same values). ``mesh`` [N, K, m, m, 2]:
+    the local meshes when the caller has them already (training), else built here.
+
+    Returns dict(joints [N,K,2], values [N,K]) plus what the level computed: mesh [N,K,m,m,2],
+    kams [N,K,m,m], global_kem [N,K,a,a] (after reweighing), refined [N,K,a,a].
+    ``window_scale`` multiplies the local mesh step and the Gaussian sigma.
     """
+    if level not in ADAPTATIONS:
+        raise ValueError(f"adaptation level must be one of {ADAPTATIONS}, got {level!r}")
     mode = sample_mode(cfg)
-    ws = float(cfg["window_scale"])
     tick = _Ticker(timings, poses.device)
-    mesh = local_mesh(poses, sigmas, int(cfg["local_size"]), ws)
-    kams = model.kam(local_kems(embedding, batch_index, mesh, mode))
-    if clamp:
-        kams = kams.clamp(0.0, 1.0)
-    tick("local_kams")
+    out = {}
+    if level == "none":
+        K = poses.shape[1]
+        values = sample_per_channel(heatmaps_up[:, :K], batch_index, poses[:, :, None, :], mode)[..., 0]
+        return {"joints": poses, "values": values}
+    if level in ("partial", "full"):
+        if mesh is None:
+            mesh = local_mesh(poses, sigmas, int(cfg["local_size"]), float(cfg["window_scale"]))
+        kams = model.kam(local_kems(embedding, batch_index, mesh, mode))
+        if clamp:
+            kams = kams.clamp(0.0, 1.0)
+        out.update(mesh=mesh, kams=kams)
+        tick("local_kams")
+        if level == "partial":
+            values, best = kams.flatten(-2).max(-1)  # [N, K]
+            joints = mesh.flatten(2, 3).gather(2, best[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
+            return {**out, "joints": joints, "values": values}
     gk = global_kems(heatmaps_up, batch_index, poses, int(cfg["global_size"]), mode, cfg["impl"])
-    gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast")
-    refined = adapt(gk, kams)
-    off, values = top2(refined, float(cfg["top2_lambda"]))
+    gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast" and not gk.requires_grad)
+    out["global_kem"] = gk
+    if level == "full":
+        out["refined"] = gk = adapt(gk, out["kams"])
+    off, values = top2(gk, float(cfg["top2_lambda"]))
     tick("global_kams")
-    return {"mesh": mesh, "kams": kams, "global_kem": gk, "refined": refined,
-            "joints": poses + off, "values": values}
+    return {**out, "joints": poses + off, "values": values}
 
 
 class _Ticker:
@@ -203,27 +229,10 @@ def decode_logocap(model, fused: dict, embedding: torch.Tensor, meta, cfg: dict 
     bi, ti = valid.nonzero(as_tuple=True)  # the N valid candidates, all images at once
     poses0 = init[bi, ti]  # [N, K, 2]
     tick("local_kems")
-    mode = sample_mode(cfg)
-    if cfg["adaptation"] == "none":
-        joints = poses0
-        values = sample_per_channel(up[:, :K], bi, poses0[:, :, None, :], mode)[..., 0]
-    elif cfg["adaptation"] == "partial":
-        mesh = local_mesh(poses0, meta.sigmas, int(cfg["local_size"]), float(cfg["window_scale"]))
-        kams = model.kam(local_kems(embedding, bi, mesh, mode)).clamp(0.0, 1.0).flatten(-2)
-        values, best = kams.max(-1)  # [N, K]
-        joints = mesh.flatten(2, 3).gather(2, best[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
-        tick("local_kams")
-    elif cfg["adaptation"] == "kems":
-        # Table 7 "KEMs only": the Gaussian-reweighed global KEM alone (no KAM kernel), top-2
-        gk = global_kems(up, bi, poses0, int(cfg["global_size"]), mode, cfg["impl"])
-        gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast")
-        off, values = top2(gk, float(cfg["top2_lambda"]))
-        joints = poses0 + off
-        tick("global_kams")
-    else:
-        r = refine(model, up, embedding, bi, poses0, meta.sigmas, cfg, clamp=True, timings=timings)
-        joints, values = r["joints"], r["values"]
-        tick.t = tick._now() if timings is not None else 0.0
+    r = refine(model, up, embedding, bi, poses0, meta.sigmas, cfg, clamp=True, timings=timings,
+               level=cfg["adaptation"])
+    joints, values = r["joints"], r["values"]
+    tick.t = tick._now() if timings is not None else 0.0  # refine timed its own stages
     joint_scores = values * cs[bi, ti][:, None]
     poses = torch.cat((init, torch.zeros_like(init[..., :1])), dim=-1)
     poses[bi, ti] = torch.cat((joints, joint_scores[..., None]), dim=-1)

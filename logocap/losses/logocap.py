@@ -30,8 +30,7 @@ from __future__ import annotations
 import torch
 
 from ..codecs.decode import center_offset_candidates, upsample_heatmaps
-from ..codecs.logocap_decode import (adapt, decode_cfg, gaussian_window, global_kems, local_kems,
-                                     sample_mode)
+from ..codecs.logocap_decode import decode_cfg, refine
 from ..codecs.mesh import global_offsets, local_mesh
 from ..codecs.oks import mesh_oks, oracle_assign
 from .center_offset import CenterOffsetCriterion
@@ -76,7 +75,7 @@ class LogoCapCriterion:
     def __call__(self, model, batch: dict) -> dict:
         out = model(batch["image"])
         terms = self.base.terms(out, batch)
-        cfg, mode = self.dcfg, sample_mode(self.dcfg)
+        cfg = self.dcfg
         K = out["offsets"].shape[1] // 2
         sigmas = self._sigmas(getattr(model, "module", model), K)
         ws = float(cfg["window_scale"])
@@ -105,15 +104,13 @@ class LogoCapCriterion:
         centre = oks_t[:, :, m // 2, m // 2]
         w = (oks_t.flatten(-2).amax(-1) - centre) * gate[bi, ti, None]  # [N, K]
 
-        # forward of the refinement (notes §3 steps 8-12, raw KAMs)
+        # forward of the refinement (notes §3 steps 8-12): the test-time function with raw KAMs
+        # and the non-detached upsampled heatmaps (the refined loss reaches the heatmap head)
         p0 = poses[bi, ti]
-        kams = model.kam(local_kems(out["embedding"], bi, mesh[bi, ti], mode))
         up = upsample_heatmaps(out["heatmaps"], 4, cfg["upsample"])
+        r = refine(model, up, out["embedding"], bi, p0, sigmas, cfg, clamp=False, mesh=mesh[bi, ti])
+        kams, refined = r["kams"], r["refined"]
         size = int(cfg["global_size"])
-        gk = global_kems(up, bi, p0, size, mode)
-        if cfg["gaussian_reweigh"]:
-            gk = gk * gaussian_window(size, float(cfg["gaussian_sigma"]) * ws, gk.device, gk.dtype)
-        refined = adapt(gk, kams)
 
         # refined-heatmap target: Gaussian at the assigned GT joint on the global grid
         gt_a = gt[bi, info["assignment"][bi, ti]]  # [N, K, 3]
