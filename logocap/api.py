@@ -56,13 +56,16 @@ def _check_device(device) -> torch.device:
 
 def load(model: str | Path, weights: str | Path | None = None, device: str = "cpu", *,
          batch: int = 1, workers: int = 0, input_size: int | None = None, meta=None,
-         **test_options) -> "PoseModel":
+         backend: str | None = None, onnx: str | Path | None = None, **test_options) -> "PoseModel":
     """A ready-to-call pose model.
 
     - ``load("run/last.pth")``: a logocap checkpoint (model, keypoints and test settings inside);
     - ``load("logocap_hrnet_w32", weights="file.pth")``: a registered model name and its weights
       (a logocap checkpoint or a plain state_dict such as the released files);
-    - ``load("logocap_hrnet_tiny")``: random weights (a warning says so), for trying things out.
+    - ``load("logocap_hrnet_tiny")``: random weights (a warning says so), for trying things out;
+    - ``load("run/last.onnx")`` or ``load("run/last.pth", backend="onnxruntime")``: the network
+      exported by ``logocap export`` (``<weights>.onnx``, or ``onnx=FILE``) on ONNX Runtime, with
+      the same torch decoding (``pip install logocap[export]``).
 
     ``input_size`` (multiple of 64), ``meta`` (plain state_dicts only) and test options
     (``flip=False``, ``max_people=...``, any key of ``config.DEFAULTS["test"]``) override the
@@ -77,7 +80,13 @@ def load(model: str | Path, weights: str | Path | None = None, device: str = "cp
     overrides = dict(test_options)
     if input_size is not None:
         overrides["input_size"] = input_size
-    if weights is not None:
+    from .onnx_backend import choose_backend
+
+    file = weights if weights is not None else (model if Path(model).is_file() else None)
+    if choose_backend(backend, onnx, file) == "onnxruntime":
+        from .onnx_backend import load_predictor, resolve_onnx_path
+        predictor = load_predictor(resolve_onnx_path(file, onnx), dev, meta=meta, **overrides)
+    elif weights is not None:
         predictor = Predictor.from_checkpoint(weights, str(model), dev, meta=meta, **overrides)
     elif Path(model).is_file():
         predictor = Predictor.from_checkpoint(model, None, dev, meta=meta, **overrides)

@@ -22,6 +22,7 @@ COMMANDS = {
     "rescore-train": "rescore_train",
     "bench": "bench",
     "demo": "demo",
+    "export": "export",
 }
 
 

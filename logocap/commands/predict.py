@@ -34,8 +34,8 @@ OUTPUT_TAG = ".poses"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively "
                    f"for {', '.join(IMAGE_SUFFIXES)})")
-    p.add_argument("--weights", required=True, help="logocap checkpoint, or a plain state_dict "
-                   "(then --model is needed)")
+    p.add_argument("--weights", default=None, help="logocap checkpoint, or a plain state_dict "
+                   "(then --model is needed); required unless --onnx is given")
     p.add_argument("--model", default=None, help="model name (required for plain state_dicts)")
     p.add_argument("--out", default=None, help="output folder, mirroring the input folders below "
                    "the deepest folder common to all PATHs; none = next to each image")
@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rescore", default=None, metavar="FILE", help="pose rescoring net "
                    "(e.g. DEKR's final_rescore_coco_kpt.pth or one from rescore training)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    from ..onnx_backend import add_backend_arguments
+    add_backend_arguments(p)
     td = p.add_argument_group("top-down models (sar_*_topdown; see logocap/commands/predict_topdown.py)")
     td.add_argument("--boxes", default=None, metavar="FILE", help="person boxes, a COCO detection "
                     "json ([{image_id, bbox [x, y, w, h], score}]); required by top-down models")
@@ -132,8 +134,14 @@ def run(args) -> int:
     from ..data.transforms import load_image
     from ..predict import Predictor
     from ..viz import draw_poses, encode_image
+    from ..onnx_backend import choose_backend
     from .common import check_device, check_out
 
+    if args.weights is None and args.onnx is None:
+        raise LogocapError("--weights FILE is required (or --onnx FILE for an exported model)")
+    backend = choose_backend(args.backend, args.onnx, args.weights)
+    if backend != "torch" and args.boxes is not None:
+        raise LogocapError("top-down models (--boxes) run on the torch backend only")
     check_device(args.device)
     check_out(args.out)
     images, missing = collect_images(args.paths)
@@ -155,9 +163,13 @@ def run(args) -> int:
     if args.workers is not None and args.workers < 0:
         raise LogocapError(f"--workers must be >= 0, got {args.workers}")
     from .predict_topdown import is_topdown_checkpoint, run_topdown
-    if args.boxes is not None or is_topdown_checkpoint(args.weights, args.model):
+    if backend == "torch" and (args.boxes is not None or is_topdown_checkpoint(args.weights, args.model)):
         return run_topdown(args, images, missing)  # method dispatch point (top-down SAR)
-    predictor = Predictor.from_checkpoint(args.weights, args.model, args.device, **overrides)
+    if backend == "onnxruntime":  # the exported graphs on ONNX Runtime, the same torch decoding
+        from ..onnx_backend import load_predictor, resolve_onnx_path
+        predictor = load_predictor(resolve_onnx_path(args.weights, args.onnx), args.device, **overrides)
+    else:
+        predictor = Predictor.from_checkpoint(args.weights, args.model, args.device, **overrides)
     if args.batch is not None or args.workers is not None:
         return _run_at_scale(args, predictor, images, len(missing))
 
@@ -193,7 +205,7 @@ def _run_at_scale(args, predictor, images, missing: int) -> int:
     base = Path(os.path.abspath(first)).parents[len(rel.parts) - 1]  # the folder rel is relative to
     results = Path(args.out or base) / RESULTS_NAME
     draw = (lambda path, name: output_paths(path, Path(name), args.out)[1]) if args.draw else None
-    weights = Path(args.weights)
+    weights = Path(getattr(predictor.model, "path", None) or args.weights)  # .onnx on onnxruntime
     s = predict_files(predictor, [(p, r.as_posix()) for p, r in images], results,
                       batch=8 if args.batch is None else args.batch,
                       workers=2 if args.workers is None else args.workers, draw_path=draw,

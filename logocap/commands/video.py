@@ -29,8 +29,8 @@ OUTPUT_TAG = ".poses"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE", help="video file, stream URL, or camera index (0, 1, ...)")
-    p.add_argument("--weights", required=True, help="logocap checkpoint, or a plain state_dict "
-                   "(then --model is needed)")
+    p.add_argument("--weights", default=None, help="logocap checkpoint, or a plain state_dict "
+                   "(then --model is needed); required unless --onnx is given")
     p.add_argument("--model", default=None, help="model name (required for plain state_dicts)")
     p.add_argument("--out", default=None, help="output folder; none = next to the video "
                    "(the current folder for a camera)")
@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(test.precision): bf16 = bfloat16 autocast for the network and the CMP, decoding "
                    "in fp32; fast on CPUs with AMX / AVX512-BF16 (default: the checkpoint's, fp32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    from ..onnx_backend import add_backend_arguments
+    add_backend_arguments(p)
     p.add_argument("--show", action="store_true", help="show the annotated frames in a window "
                    "(needs a display and an OpenCV build with a GUI)")
 
@@ -106,6 +108,8 @@ def run(args) -> int:
     from ..viz import draw_poses, draw_text_box
     from .common import check_device, check_out
 
+    if args.weights is None and args.onnx is None:
+        raise LogocapError("--weights FILE is required (or --onnx FILE for an exported model)")
     check_device(args.device)
     check_out(args.out)
     if args.every < 1:
@@ -124,7 +128,8 @@ def run(args) -> int:
         options = {"flip": False} if args.no_flip else {}
         if args.precision:
             options["precision"] = args.precision
-        model = load(args.model or args.weights, weights=args.weights if args.model else None,
+        model = load(args.model or args.weights or args.onnx, weights=args.weights if args.model else None,
+                     backend=args.backend, onnx=args.onnx,
                      device=args.device, batch=args.batch, input_size=args.size, **options)
         mp4_path, jsonl_path = output_paths(src.name, src.camera, args.out)
         try:

@@ -115,4 +115,6 @@ class DekrModel(HRNet):
 
 def is_dekr(model) -> bool:
     """True for a DEKR network (also when wrapped by DDP / a TrainStep-like ``.module``)."""
-    return isinstance(getattr(model, "module", model), DekrModel)
+    net = getattr(model, "module", model)
+    # an exported graph on ONNX Runtime (logocap.onnx_backend) names its family
+    return isinstance(net, DekrModel) or getattr(net, "family", None) == "dekr"

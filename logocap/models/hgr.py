@@ -148,4 +148,6 @@ class HgrModel(HRNet):
 
 def is_hgr(model) -> bool:
     """True for an HGR network (also when wrapped by DDP / a TrainStep-like ``.module``)."""
-    return isinstance(getattr(model, "module", model), HgrModel)
+    net = getattr(model, "module", model)
+    # an exported graph on ONNX Runtime (logocap.onnx_backend) names its family
+    return isinstance(net, HgrModel) or getattr(net, "family", None) == "hgr"
