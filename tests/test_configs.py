@@ -54,3 +54,13 @@ def test_bad_config_file(tmp_path):
     typo.write_text("trian:\n  lr: 1\n")
     with pytest.raises(LogocapError, match="unknown config key 'trian'"):
         load_config(typo)
+
+
+def test_top_down_sar_recipes_carry_the_released_schedule():
+    for name, size in (("sar_hrnet_w48_384_coco", 384), ("sar_hrnet_w32_256_coco", 256)):
+        cfg = load_config(CONFIGS[[p.stem for p in CONFIGS].index(name)])
+        t = cfg["train"]
+        assert cfg["data"]["input_size"] == size and cfg["model"]["name"].endswith("_topdown")
+        assert (t["lr"], t["epochs"], t["lr_steps"], t["lr_steps_of"]) == (5e-4, 210, [170, 200], 210)
+        assert t["warmup_iters"] == 500 and t["lr_gamma"] == 0.1 and t["weight_decay"] == 0.0
+        assert cfg["loss"]["sar_lambda"] == 16.0 and cfg["loss"]["sar_form"] == "reference"
