@@ -14,7 +14,8 @@ import yaml
 
 from .utils import LogocapError
 
-__all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config", "validate_test_cfg"]
+__all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config", "validate_test_cfg",
+           "default_test_settings"]
 
 # Every key a config may set, with its default. Unknown keys are an error (typos must not pass).
 DEFAULTS: dict = {
@@ -189,6 +190,14 @@ def dump_config(cfg: dict) -> str:
 
 
 # ------------------------------------------------------------------------------- test settings
+def default_test_settings(keys=None) -> dict:
+    """A copy of ``DEFAULTS["test"]`` (only ``keys`` when given): the one home of the test-time
+    defaults; the decoders fill missing keys from here and the method families
+    (``logocap.families``) put their own overrides on top."""
+    t = DEFAULTS["test"]
+    return copy.deepcopy(t if keys is None else {k: t[k] for k in keys})
+
+
 def _number(cfg: dict, key: str, integer: bool = False):
     v = cfg[key]
     ok = isinstance(v, int) if integer else isinstance(v, (int, float))

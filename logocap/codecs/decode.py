@@ -143,10 +143,15 @@ def joint_scores(heatmaps_up: torch.Tensor, poses: torch.Tensor, center_scores: 
 
 
 # --------------------------------------------------------------------------- full decode
+# the test settings the center-offset decoder reads (defaults: config.DEFAULTS["test"])
+CENTER_OFFSET_KEYS = ("topk", "center_threshold", "upsample", "flip_shift", "nms_threshold",
+                      "nms_num_joints", "max_people", "center_kernel", "pose_nms")
+
+
 def _cfg(cfg: dict | None) -> dict:
-    base = {"topk": 30, "center_threshold": 0.01, "upsample": "official", "flip_shift": "official",
-            "nms_threshold": 0.05, "nms_num_joints": None, "max_people": 30, "center_kernel": 3,
-            "pose_nms": "official"}
+    from ..config import default_test_settings
+
+    base = default_test_settings(CENTER_OFFSET_KEYS)
     base.update(cfg or {})
     return base
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import default_test_settings
 from ..utils import LogocapError
 from .nms import center_nms, check_pose_nms, pose_nms
 
@@ -42,17 +43,16 @@ FIT_RADIUS = 6  # TEST.GUASSIAN_KERNEL: the fit window is (2 r + 1)^2
 FIT_SIGMA = 2.0  # initial Gaussian sigma of the fit (DATASET.SIGMA)
 PEAK_KERNEL = 5  # max-pool of the per-joint peaks
 
-DEKR_TEST_DEFAULTS = {
-    "flip": True, "topk": 30, "center_threshold": 0.01, "nms_threshold": 0.05,
-    "nms_num_joints": None, "max_people": 30, "pose_nms": "official",
-    "scales": [1.0], "scale_decrease": 0.9, "match_heatmap": False,
-}
+# the test settings DEKR reads, with their defaults (config.DEFAULTS["test"], the one home)
+DEKR_KEYS = ("flip", "topk", "center_threshold", "nms_threshold", "nms_num_joints", "max_people",
+             "pose_nms", "scales", "scale_decrease", "match_heatmap")
+DEKR_TEST_DEFAULTS = default_test_settings(DEKR_KEYS)
 
 
 def dekr_test_cfg(cfg: dict | None = None) -> dict:
     """The DEKR test settings: :data:`DEKR_TEST_DEFAULTS` updated with the keys of ``cfg`` that
     DEKR reads (others, e.g. LOGO-CAP's upsample mode, do not apply), checked."""
-    out = dict(DEKR_TEST_DEFAULTS)
+    out = default_test_settings(DEKR_KEYS)
     out.update({k: v for k, v in (cfg or {}).items() if k in DEKR_TEST_DEFAULTS and v is not None
                 or k == "nms_num_joints"})
     scales = [float(s) for s in (out["scales"] if isinstance(out["scales"], (list, tuple))

@@ -34,6 +34,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..config import default_test_settings
 from ..utils import LogocapError
 from .dekr_decode import DEKR_TEST_DEFAULTS, dekr_outputs, dekr_test_cfg, scale_candidates
 from .nms import pose_nms
@@ -48,7 +49,7 @@ PEAK_KERNEL = 3  # max-pool of the candidate NMS on the output grid
 STRIDE = 4
 
 HGR_TEST_DEFAULTS = {**{k: v for k, v in DEKR_TEST_DEFAULTS.items() if k != "match_heatmap"},
-                     "group_radius": GROUP_RADIUS}
+                     **default_test_settings(["group_radius"])}  # config.DEFAULTS["test"]
 
 
 def hgr_test_cfg(cfg: dict | None = None) -> dict:
@@ -57,7 +58,7 @@ def hgr_test_cfg(cfg: dict | None = None) -> dict:
     out = dekr_test_cfg(cfg)
     out.pop("match_heatmap", None)
     radius = (cfg or {}).get("group_radius")
-    radius = GROUP_RADIUS if radius is None else radius
+    radius = HGR_TEST_DEFAULTS["group_radius"] if radius is None else radius
     try:
         radius = float(radius)
     except (TypeError, ValueError):

@@ -30,14 +30,17 @@ ADAPTATIONS = ("none", "kems", "partial", "full")
 # reference stays selectable as the baseline of the speed benchmark.
 IMPLS = ("fast", "reference")
 
-_DEFAULTS = {"topk": 30, "center_threshold": 0.01, "upsample": "official", "adaptation": "full",
-             "local_size": 11, "global_size": 97, "gaussian_reweigh": True, "gaussian_sigma": 16.0,
-             "top2_lambda": 0.75, "window_scale": 1.0, "impl": "fast"}
+# the test settings LOGO-CAP decoding reads besides the center-offset ones (defaults:
+# config.DEFAULTS["test"])
+LOGOCAP_KEYS = ("topk", "center_threshold", "upsample", "adaptation", "local_size", "global_size",
+                "gaussian_reweigh", "gaussian_sigma", "top2_lambda", "window_scale", "impl")
 
 
 def decode_cfg(cfg: dict | None) -> dict:
-    """Test config with defaults filled in and checked (keys of config.DEFAULTS["test"])."""
-    out = dict(_DEFAULTS)
+    """Test config with defaults (``config.DEFAULTS["test"]``) filled in and checked."""
+    from ..config import default_test_settings
+
+    out = default_test_settings(LOGOCAP_KEYS)
     out.update(cfg or {})
     if out["adaptation"] not in ADAPTATIONS:
         raise ValueError(f"test.adaptation must be one of {ADAPTATIONS}, got {out['adaptation']!r}")

@@ -195,10 +195,9 @@ def build_model_from_checkpoint(ckpt_or_path, model_name: str | None = None, dev
 
 
 def checkpoint_test_config(info: dict, overrides: dict | None = None) -> dict:
-    """Test settings for a rebuilt model: defaults < the checkpoint's own config < ``overrides``."""
-    from ..config import DEFAULTS
+    """Test settings for a rebuilt model: defaults < its family's < the checkpoint's own config
+    < ``overrides``."""
+    from ..families import family_of
 
-    cfg = dict(DEFAULTS["test"])
-    cfg.update(((info.get("config") or {}).get("test")) or {})
-    cfg.update(overrides or {})
-    return cfg
+    return family_of(info["model_name"]).test_settings(
+        (info.get("config") or {}).get("test"), overrides)

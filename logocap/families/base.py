@@ -63,8 +63,8 @@ class MethodFamily:
         """``config.DEFAULTS["test"]`` < this family's ``test_defaults`` < each of ``cfgs``."""
         import copy
 
-        from ..config import DEFAULTS
-        out = copy.deepcopy(DEFAULTS["test"])
+        from ..config import default_test_settings
+        out = default_test_settings()
         out.update(copy.deepcopy(self.test_defaults))
         for c in cfgs:
             out.update(c or {})
