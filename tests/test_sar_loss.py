@@ -130,7 +130,7 @@ def test_quality_focal_loss_values_and_zero_count_guard():
     zl = z.clone().requires_grad_(True)
     loss = quality_focal_loss(zl, torch.zeros(1, 1, 1, 2))
     loss.backward()
-    assert abs(float(loss) - 0.5 * log2) < 1e-6 and torch.isfinite(zl.grad).all()
+    assert abs(float(loss.detach()) - 0.5 * log2) < 1e-6 and torch.isfinite(zl.grad).all()
     # one pixel at target 1 (BCE log 2 x |1 - 0.5|^2) and one negative; count 1
     loss = quality_focal_loss(z, torch.tensor([[[[1.0, 0.0]]]]))
     assert abs(float(loss) - 0.5 * log2) < 1e-6
