@@ -37,22 +37,24 @@ def _make_blocks(block, in_ch: int, planes: int, num_blocks: int) -> nn.Sequenti
 
 
 class HighResolutionModule(nn.Module):
-    """Parallel branches of BASIC blocks followed by an all-to-all multi-resolution fusion."""
+    """Parallel branches of BASIC blocks followed by an all-to-all multi-resolution fusion
+    (``multiscale_output=False``: fused into the highest resolution only, as the last module of
+    the top-down HRNet; its other fusions would be parameters without gradient)."""
 
-    def __init__(self, channels: Sequence[int], num_blocks: int):
+    def __init__(self, channels: Sequence[int], num_blocks: int, multiscale_output: bool = True):
         super().__init__()
         self.num_branches = len(channels)
         self.branches = nn.ModuleList(
             [_make_blocks(BasicBlock, c, c, num_blocks) for c in channels])
-        self.fuse_layers = self._make_fuse_layers(list(channels))
+        self.fuse_layers = self._make_fuse_layers(list(channels), multiscale_output)
         self.relu = nn.ReLU(inplace=True)
 
     @staticmethod
-    def _make_fuse_layers(ch: list[int]) -> nn.ModuleList | None:
+    def _make_fuse_layers(ch: list[int], multiscale_output: bool = True) -> nn.ModuleList | None:
         if len(ch) == 1:
             return None
         fuse = nn.ModuleList()
-        for i in range(len(ch)):
+        for i in range(len(ch) if multiscale_output else 1):
             row = nn.ModuleList()
             for j in range(len(ch)):
                 if j > i:  # lower resolution -> 1x1 conv + nearest upsampling
@@ -100,11 +102,14 @@ class HRNet(nn.Module):
         layer1_planes, layer1_blocks: Bottleneck width (output x4) and count of ``layer1``.
         num_blocks: BASIC blocks per branch in every module (official: 4).
         num_modules: modules in stages 2, 3, 4 (official: 1, 4, 3).
+        multiscale_output: False = the last module of stage 4 outputs the stride-4 branch only
+            (the top-down HRNet; ``forward`` then returns that branch, ``width`` channels).
     """
 
     def __init__(self, width: int = 32, stem_channels: int = 64, layer1_planes: int = 64,
                  layer1_blocks: int = 4, num_blocks: int = 4,
-                 num_modules: Sequence[int] = (1, 4, 3), init: str = "official"):
+                 num_modules: Sequence[int] = (1, 4, 3), init: str = "official",
+                 multiscale_output: bool = True):
         super().__init__()
         if init not in ("official", "kaiming"):
             raise ValueError(f"HRNet init must be 'official' or 'kaiming', got {init!r}")
@@ -122,10 +127,11 @@ class HRNet(nn.Module):
         for s, n_mod in enumerate(num_modules, start=2):
             ch = [width * 2 ** i for i in range(s)]
             setattr(self, f"transition{s - 1}", self._make_transition(prev, ch))
-            setattr(self, f"stage{s}", nn.Sequential(
-                *[HighResolutionModule(ch, num_blocks) for _ in range(n_mod)]))
+            setattr(self, f"stage{s}", nn.Sequential(*[
+                HighResolutionModule(ch, num_blocks, multiscale_output or s < 4 or m < n_mod - 1)
+                for m in range(n_mod)]))
             prev = ch
-        self.out_channels = sum(prev)
+        self.out_channels = sum(prev) if multiscale_output else width
         if init == "official":
             self.init_weights()
         # "kaiming" keeps PyTorch's default init: for training from scratch (no ImageNet file),
