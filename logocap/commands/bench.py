@@ -25,7 +25,10 @@ BUCKETS = ("backbone", "local_kems", "local_kams", "global_kams", "rest")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["speed"], help="benchmark to run")
+    p.add_argument("what", choices=["speed", "plot"], help="benchmark to run; plot = the speed-"
+                   "accuracy PNG (AP vs ms per image) from the benchmark JSONs")
+    p.add_argument("--results", default=None, help="plot: folder of benchmark JSONs (default "
+                   "benchmarks/results); --out is then the PNG (default <results>/speed_accuracy.png)")
     p.add_argument("--model", default="logocap_hrnet_w32", help="registered model name (random weights)")
     p.add_argument("--size", type=int, default=512, help="square input size in px")
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 30], help="forced candidate counts")
@@ -76,6 +79,9 @@ def time_once(model, image, meta, cfg, device) -> dict:
 
 
 def run(args) -> int:
+    if args.what == "plot":  # the speed-accuracy picture (logocap/commands/bench_plot.py)
+        from .bench_plot import run as run_plot
+        return run_plot(args)
     from ..config import DEFAULTS
     from ..meta import COCO
     from ..models import create_model
