@@ -66,7 +66,8 @@ def test_unmatched_and_empty(tmp_path):
     assert err["mean_px"] is None and err["joints"] == 0
     # restricted to one image: only that image's people count
     err = keypoint_error([_record(iid, kp[:, :2], 0.9)], str(ann), img_ids=[iid])
-    assert err["gt_people"] == sum(1 for i, _ in people if i == iid) and err["mean_px"] == pytest.approx(0, abs=1e-3)
+    assert err["gt_people"] == sum(1 for i, _ in people if i == iid)
+    assert err["mean_px"] == pytest.approx(0, abs=1e-3)
 
 
 def test_crowdpose_protocol(tmp_path):

@@ -304,3 +304,26 @@ def test_ground_truth_through_the_top_down_path_gives_ap_1(tmp_path):
     assert m["AP"] == pytest.approx(1.0)
     err = keypoint_error(poses_to_results(out), ds.coco)
     assert err["matched_people"] == err["gt_people"] == 6 and err["mean_px"] < 1e-2
+
+
+def test_model_variants_init_and_every_parameter_trains():
+    """Released init; the trunk's last module fuses into the stride-4 branch only, so every
+    parameter gets a gradient (DDP without find_unused_parameters); W32 / W48 sizes match the
+    top-down HRNets (28.54 M / 63.60 M with a 17-channel head; SAR's three heads add 1.7 / 2.5 k)."""
+    from logocap.losses.sar import sar_loss, sar_candidates
+
+    torch.manual_seed(0)
+    m = create_model("sar_hrnet_tiny_topdown", num_keypoints=4)
+    assert m.input_hw == (128, 96)
+    for conv in (m.selector, m.aux_heatmap):
+        assert torch.allclose(conv.bias, torch.full_like(conv.bias, -np.log(99.0)))
+    assert float(m.regressor.bias.detach().abs().max()) == 0.0
+    assert 0.5e-3 < float(m.selector.weight.detach().std()) < 1.5e-3
+    out = m(torch.randn(2, 3, 128, 96))
+    loss = sar_loss(sar_candidates(out["offsets"]), out["selector"].flatten(2),
+                    torch.rand(2, 4, 2), torch.ones(2, 4)) + out["aux_heatmaps"].mean()
+    loss.backward()
+    assert all(p.grad is not None for p in m.parameters())
+    for name, params in (("sar_hrnet_w32_topdown", 28.54e6), ("sar_hrnet_w48_topdown", 63.60e6)):
+        n = sum(p.numel() for p in create_model(name).parameters())
+        assert abs(n - params) < 0.01e6, (name, n)

@@ -6,9 +6,10 @@
   quality focal loss, not used at test time.
 
 The head reads the highest-resolution HRNet branch after the last fusion (width channels), as the
-released HRNet-W48 config does (no deconvolutions). Released initialisation: every head conv
-normal(std 1e-3); selector and heatmap biases -log((1 - 0.01) / 0.01) ~ -4.595 (prior 0.01),
-regressor bias 0, so K_t ~ p_t at the start.
+released HRNet-W48 config does (no deconvolutions); the trunk's last module fuses into that branch
+only (HRNet ``multiscale_output=False``, as the top-down HRNet). Released initialisation: every
+head conv normal(std 1e-3); selector and heatmap biases -log((1 - 0.01) / 0.01) ~ -4.595 (prior
+0.01), regressor bias 0, so K_t ~ p_t at the start.
 
 The regressor works in the released normalised units (x / W_map, y / H_map); ``forward``
 multiplies by the map size so that ``offsets`` come out in output px, the library convention
@@ -61,8 +62,10 @@ class SarTopDownModel(nn.Module):
             raise ValueError(f"input_hw must be multiples of 32, got {h}x{w}")
         self.num_keypoints = int(num_keypoints)
         self.input_hw = (h, w)
+        # the top-down HRNet: the last module fuses into the stride-4 branch only (as mmpose's
+        # multiscale_output=False), so every parameter takes part in the loss (DDP-safe)
         self.backbone = HRNet(width, stem_channels, layer1_planes, layer1_blocks, num_blocks,
-                              tuple(num_modules), init=backbone_init)
+                              tuple(num_modules), init=backbone_init, multiscale_output=False)
         k = self.num_keypoints
         self.selector = nn.Conv2d(width, k, 1)
         self.regressor = nn.Conv2d(width, 2 * k, 1)
