@@ -36,7 +36,9 @@ class MethodFamily:
     - ``test_defaults``: this family's overrides of ``config.DEFAULTS["test"]``.
     - ``targets``: its overrides of :data:`TARGET_DEFAULTS` (dataset target options).
     - ``state_dict_key``: a key only this family's state_dicts hold, ``trunk_prefix`` where the
-      HRNet trunk sits in them (to name the model a mismatched file looks like).
+      HRNet trunk sits in them (to name the model a mismatched file looks like),
+      ``state_dict_keypoints(sd) -> K`` the keypoint count of a plain state_dict (to pick the
+      keypoint set of a released file).
     - ``topdown``: the model works on person crops (it needs person boxes).
     - ``train_dataset(ann, images, meta, data_cfg, seed) -> dataset``: the training set; None =
       the bottom-up ``CocoPoseDataset`` with this family's target options.
@@ -50,6 +52,7 @@ class MethodFamily:
     targets: dict = field(default_factory=dict)
     state_dict_key: str | None = None
     trunk_prefix: str = ""
+    state_dict_keypoints: Callable | None = None
     topdown: bool = False
     train_dataset: Callable | None = None
 

@@ -10,7 +10,7 @@ from ..models.center_offset import CenterOffsetModel
 from ..models.registry import SMALL, TINY, W32, W48, build, register_model
 from .base import MethodFamily, check_finite, register_family
 
-__all__ = ["FAMILY", "network_outputs", "finish"]
+__all__ = ["FAMILY", "network_outputs", "finish", "state_dict_keypoints"]
 
 
 def network_outputs(net, images, meta, cfg: dict):
@@ -49,6 +49,11 @@ def decode(net, images, meta, cfg: dict, timings: dict | None = None) -> dict:
     return finish(res, cfg, tick)
 
 
+def state_dict_keypoints(sd: dict) -> int:
+    """K of a center-offset / LOGO-CAP state_dict: the offset head has 2K outputs."""
+    return int(sd["final_layer_reg.weight"].shape[0]) // 2
+
+
 def criterion(loss_cfg, test_cfg=None, meta=None):
     from ..losses.center_offset import CenterOffsetCriterion
     return CenterOffsetCriterion(loss_cfg)
@@ -57,7 +62,7 @@ def criterion(loss_cfg, test_cfg=None, meta=None):
 FAMILY = register_family(MethodFamily(
     name="center_offset", title="center-offset baseline", model_class=CenterOffsetModel,
     criterion=criterion, decode=decode, state_dict_key="final_layer_reg.weight",
-    trunk_prefix="backbone."))
+    trunk_prefix="backbone.", state_dict_keypoints=state_dict_keypoints))
 
 
 @register_model(family="center_offset", input_size=512, trunk_width=32)

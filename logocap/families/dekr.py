@@ -49,6 +49,11 @@ def decode(net, images, meta, cfg: dict, timings: dict | None = None) -> dict:
     return res
 
 
+def state_dict_keypoints(sd: dict) -> int:
+    """K of a DEKR state_dict: one offset branch per joint."""
+    return len({key.split(".")[1] for key in sd if key.startswith("offset_final_layer.")})
+
+
 def criterion(loss_cfg, test_cfg=None, meta=None):
     from ..losses.dekr import DekrCriterion
     return DekrCriterion(loss_cfg)
@@ -61,7 +66,8 @@ def _targets() -> dict:
 
 FAMILY = register_family(MethodFamily(
     name="dekr", title="DEKR", model_class=DekrModel, criterion=criterion, decode=decode,
-    targets=_targets(), state_dict_key="offset_final_layer.0.weight", trunk_prefix=""))
+    targets=_targets(), state_dict_key="offset_final_layer.0.weight", trunk_prefix="",
+    state_dict_keypoints=state_dict_keypoints))
 
 
 @register_model(family="dekr", input_size=512, trunk_width=32)

@@ -34,6 +34,11 @@ def decode(net, images, meta, cfg: dict, timings: dict | None = None, cues=None)
     return res
 
 
+def state_dict_keypoints(sd: dict) -> int:
+    """K of an HGR state_dict: K keypoint heatmaps."""
+    return int(sd["heatmap_final.weight"].shape[0])
+
+
 def criterion(loss_cfg, test_cfg=None, meta=None):
     from ..losses.hgr import HgrCriterion
     return HgrCriterion(loss_cfg)
@@ -46,7 +51,8 @@ def _targets() -> dict:
 
 FAMILY = register_family(MethodFamily(
     name="hgr", title="HGR (HRNet bottom-up)", model_class=HgrModel, criterion=criterion,
-    decode=decode, targets=_targets(), state_dict_key="regression_final.weight", trunk_prefix=""))
+    decode=decode, targets=_targets(), state_dict_key="regression_final.weight", trunk_prefix="",
+    state_dict_keypoints=state_dict_keypoints))
 
 
 @register_model(family="hgr", input_size=512, trunk_width=32)

@@ -11,7 +11,7 @@ from ..meta import COCO
 from ..models.logocap import LogoCapModel
 from ..models.registry import SMALL, TINY, W32, W48, build, register_model
 from .base import MethodFamily, register_family
-from .center_offset import finish, network_outputs
+from .center_offset import finish, network_outputs, state_dict_keypoints
 
 __all__ = ["FAMILY"]
 
@@ -40,7 +40,8 @@ def criterion(loss_cfg, test_cfg=None, meta=None):
 
 FAMILY = register_family(MethodFamily(
     name="logocap", title="LOGO-CAP", model_class=LogoCapModel, criterion=criterion,
-    decode=decode, state_dict_key="joints_mlp.0.weight", trunk_prefix="backbone."))
+    decode=decode, state_dict_key="joints_mlp.0.weight", trunk_prefix="backbone.",
+    state_dict_keypoints=state_dict_keypoints))
 
 
 @register_model(family="logocap", input_size=512, trunk_width=32)

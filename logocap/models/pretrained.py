@@ -20,7 +20,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..utils import LogocapError
@@ -56,24 +55,22 @@ class LoadReport:
 
 
 def read_state_dict(source) -> tuple[dict, str]:
-    """A plain {name: tensor} dict from a path or a (possibly wrapped) dict; plus a display name."""
+    """A plain {name: tensor} dict from a path or a (possibly wrapped) dict; plus a display name.
+    Files are read by the one weights reader (``models.weights``)."""
+    from .weights import extract_state_dict, read_weights
+
     name = "state_dict"
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise LogocapError(f"pretrained weights not found: {path}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle / zip errors: the file is not a (safe) torch checkpoint
-            raise LogocapError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
-        name = path.name
-    if isinstance(source, dict) and isinstance(source.get("state_dict"), dict):
-        source = source["state_dict"]
-    if not isinstance(source, dict) or not all(isinstance(v, torch.Tensor) for v in source.values()):
+        name = Path(source).name
+        source = read_weights(source, "pretrained weights")
+    if not isinstance(source, dict):
         raise LogocapError(f"{name} does not hold a state_dict of tensors")
-    if source and all(k.startswith("module.") for k in source):
-        source = {k[len("module."):]: v for k, v in source.items()}
-    return dict(source), name
+    if not source:
+        return {}, name
+    try:
+        return dict(extract_state_dict(source)), name
+    except LogocapError:
+        raise LogocapError(f"{name} does not hold a state_dict of tensors") from None
 
 
 def load_pretrained(model: nn.Module, source, strict: bool = False) -> LoadReport:
