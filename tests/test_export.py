@@ -2,6 +2,7 @@
 torch backend's, for the committed synthetic checkpoints (trained, so there are real people to
 compare) on images of two sizes (dynamic shapes), and for the other families on tiny models."""
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -122,6 +123,25 @@ def test_cli_predict_backend_onnxruntime(exported, tmp_path, capsys):
         for r, g in zip(ref["poses"], got["poses"]):
             assert np.abs(np.array(r["keypoints"]) - np.array(g["keypoints"])).max() <= TOL_PX
             assert abs(r["score"] - g["score"]) <= TOL_SCORE
+
+
+def test_cli_video_backend_onnxruntime(exported, tmp_path):
+    ckpt, onnx_path = exported
+    video = tmp_path / "scene.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    for i in range(3):
+        writer.write(cv2.cvtColor(render_image(np.random.default_rng(i), 256)[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    args = ["video", str(video), "--size", "128"]
+    assert main(args + ["--weights", str(ckpt), "--out", str(tmp_path / "torch")]) == 0
+    assert main(args + ["--onnx", str(onnx_path), "--out", str(tmp_path / "ort")]) == 0
+    ref, got = [[json.loads(line) for line in (tmp_path / d / "scene.avi.poses.jsonl").open()]
+                for d in ("torch", "ort")]
+    assert len(ref) == len(got) == 3 and sum(len(r["poses"]) for r in ref) > 0
+    for r, g in zip(ref, got):
+        assert len(r["poses"]) == len(g["poses"])
+        for a, b in zip(r["poses"], g["poses"]):
+            assert np.abs(np.array(a["keypoints"]) - np.array(b["keypoints"])).max() <= TOL_PX
 
 
 def test_api_load_onnxruntime(exported):
@@ -255,9 +275,10 @@ def test_stale_kam_file_is_refused(tmp_path):
         load_network(onnx_path)
 
 
-@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("LOGOCAP_TEST_DYNAMO"), reason="the dynamo exporter takes "
+                    "1-2 minutes on a CPU; set LOGOCAP_TEST_DYNAMO=1 to run it")
 def test_dynamo_exporter(tmp_path):
-    """torch's default (dynamo) exporter gives the same predictions; minutes on a CPU."""
+    """torch's default (dynamo) exporter gives the same predictions as the TorchScript one."""
     ckpt = tmp_path / "c.pth"
     shutil.copy(SYNTHETIC / "center_offset_hrnet_tiny_256.pth", ckpt)
     report = export_checkpoint(ckpt, exporter="dynamo")
