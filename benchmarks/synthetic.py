@@ -238,14 +238,15 @@ def main(argv=None) -> int:
 
 
 def _bound(checkpoint: Path, data: Path, window_scale: float, out_dir: Path) -> dict:
-    from logocap.commands.upper_bound import upper_bound_eval
     from logocap.data.coco import CocoPoseDataset
+    from logocap.data.paths import dataset_paths
     from logocap.engine.checkpoint import build_model_from_checkpoint, checkpoint_test_config
+    from logocap.engine.upper_bound import upper_bound_eval
 
     model, meta, minfo = build_model_from_checkpoint(checkpoint)
     test_cfg = checkpoint_test_config(minfo)
-    ds = CocoPoseDataset(str(data / "annotations/person_keypoints_val.json"), str(data / "images/val"),
-                         meta=meta, mode="val", input_size=256)
+    ann, images = dataset_paths(data, "val")
+    ds = CocoPoseDataset(str(ann), str(images), meta=meta, mode="val", input_size=256)
     ub = upper_bound_eval(model, ds, meta, {**test_cfg, "window_scale": window_scale}, 256,
                           out_dir=out_dir, verbose=False)
     return ub["upper_bound"]

@@ -35,10 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _ground_truth_check(data_root: Path) -> float:
     """Ground truth through the whole coordinate path scores AP 1 (the harness is sound)."""
     from ..data.coco import CocoPoseDataset
+    from ..data.paths import split_files
     from ..evaluation import evaluate_predictions, ground_truth_poses
 
-    ds = CocoPoseDataset(str(data_root / "annotations/person_keypoints_val.json"),
-                         str(data_root / "images/val"), mode="val", input_size=256)
+    ds = CocoPoseDataset(*map(str, split_files(data_root, "val")), mode="val", input_size=256)
     return float(evaluate_predictions(ground_truth_poses(ds), ds.coco, meta=ds.meta, verbose=False)["AP"])
 
 
@@ -102,13 +102,14 @@ def _pictures(weights: Path, data: Path, out: Path, n: int) -> list[Path]:
     import numpy as np
 
     from ..data.coco import CocoPoseDataset
+    from ..data.paths import split_files
     from ..data.transforms import load_image
     from ..predict import Predictor
     from ..viz import draw_poses, save_image
 
     pred = Predictor.from_checkpoint(weights)
-    ds = CocoPoseDataset(str(data / "annotations/person_keypoints_val.json"), str(data / "images/val"),
-                         meta=pred.meta, mode="val", input_size=256)
+    ds = CocoPoseDataset(*map(str, split_files(data, "val")), meta=pred.meta, mode="val",
+                         input_size=256)
     written = []
     for image_id in ds.image_ids[:n]:
         img = load_image(ds.image_path(image_id))

@@ -112,26 +112,10 @@ def _add_keypoint_error(metrics, results, coco, meta, img_ids, out_dir, verbose)
 
 def resolve_val_data(data: str | None, split: str = "val", ann: str | None = None,
                      images: str | None = None) -> tuple[Path, Path]:
-    """(annotation json, image folder) from a dataset folder (annotations/person_keypoints_<split>.json
-    and images/<split>/) or from explicit paths; LogocapError if anything is missing."""
-    if data is not None and Path(data).is_file() and str(data).endswith(".json"):
-        ann = ann or data
-        if images is None:
-            raise LogocapError(f"--data {data} is an annotation file: give the image folder with --images")
-    elif data is not None:
-        root = Path(data)
-        if not root.is_dir():
-            raise LogocapError(f"data folder not found: {root}")
-        ann = ann or root / "annotations" / f"person_keypoints_{split}.json"
-        images = images or root / "images" / split
-    if ann is None or images is None:
-        raise LogocapError("give the validation data: --data DIR, or --ann A.json with --images DIR")
-    ann, images = Path(ann), Path(images)
-    if not ann.is_file():
-        raise LogocapError(f"annotation file not found: {ann}")
-    if not images.is_dir():
-        raise LogocapError(f"image folder not found: {images}")
-    return ann, images
+    """(annotation json, image folder) of a split: ``data.paths.dataset_paths`` (kept here for
+    callers of the old name)."""
+    from ..data.paths import dataset_paths
+    return dataset_paths(data, split, ann, images)
 
 
 def _eval_boxes(args, topdown: bool, model_name: str, meta, dataset):

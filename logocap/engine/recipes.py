@@ -103,16 +103,16 @@ def evaluate_run(checkpoint: str | Path, data_root: str | Path, test_overrides: 
                  out_dir: str | Path | None = None, split: str = "val", verbose: bool = False) -> dict:
     """COCOeval metrics of a checkpoint on the synthetic val split, plus ms per image."""
     from ..data.coco import CocoPoseDataset
+    from ..data.paths import dataset_paths
     from .checkpoint import build_model_from_checkpoint, checkpoint_test_config, load_checkpoint
     from .evaluate import evaluate_model
 
     ckpt = load_checkpoint(checkpoint)
     model, meta, info = build_model_from_checkpoint(ckpt, None, "cpu")
     test_cfg = checkpoint_test_config(info, test_overrides)
-    root = Path(data_root)
     size = int(info.get("input_size") or 256)
-    dataset = CocoPoseDataset(str(root / "annotations" / f"person_keypoints_{split}.json"),
-                              str(root / "images" / split), meta=meta, mode="val", input_size=size)
+    ann, images = dataset_paths(data_root, split)
+    dataset = CocoPoseDataset(str(ann), str(images), meta=meta, mode="val", input_size=size)
     t0 = time.time()
     metrics, _ = evaluate_model(model, dataset, meta, test_cfg, size, device="cpu",
                                 out_dir=out_dir, normalization=info.get("normalization"),

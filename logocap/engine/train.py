@@ -126,21 +126,9 @@ def _seed_everything(seed: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------- data
-def _data_path(cfg: dict, key: str) -> Path:
-    p = Path(cfg["data"][key])
-    return p if p.is_absolute() else Path(cfg["data"]["root"]) / p
-
-
 def _check_data(cfg: dict, split: str) -> tuple[Path, Path]:
-    root = Path(cfg["data"]["root"])
-    if not root.is_dir():
-        raise LogocapError(f"data folder not found: {root}")
-    ann, img = _data_path(cfg, f"{split}_ann"), _data_path(cfg, f"{split}_images")
-    if not ann.is_file():
-        raise LogocapError(f"annotation file not found: {ann}")
-    if not img.is_dir():
-        raise LogocapError(f"image folder not found: {img}")
-    return ann, img
+    from ..data.paths import config_paths
+    return config_paths(cfg["data"], split)
 
 
 def _dataset_meta(cfg: dict):
