@@ -116,9 +116,15 @@ class Predictor:
         if fast:
             from .models.fuse import fuse_conv_bn
             model = fuse_conv_bn(model, inplace=owns_model)
-            if owns_model:
-                self.model = model
             model.to(memory_format=torch.channels_last)
+        if self.precision.name == "bf16":  # heads' output layers in fp32 (engine/precision.py)
+            from .engine.precision import keep_fp32
+            from .models.fuse import output_convs
+            if not fast and not owns_model:
+                model = copy.deepcopy(model)  # never patch the caller's network
+            keep_fp32(model, output_convs(model))
+        if owns_model:
+            self.model = model
         return InferenceModel(model, self.precision)
 
     # ------------------------------------------------------------------ construction

@@ -1,27 +1,33 @@
-"""``logocap bench speed``: Table 4 style timing of LOGO-CAP inference, per stage, with the
-candidate count forced to 1 and to 30 (random weights: the timing does not depend on them).
+"""``logocap bench speed``: inference speed of the reference path, fast fp32 and bf16 for every
+method family, in one interleaved run on the same input, with the stage breakdown, the ratios to
+the reference and (``--accuracy``, ``--ap``) what the fast paths change in the results.
 
-Buckets (ms per image; batch 1, flip test on, CUDA synchronised when on GPU):
-- backbone: backbone + heatmap/offset heads on image + mirror, flip fusion (upsampling runs in
-  the next bucket's candidate step, as a part of ``center_offset_candidates``);
-- local_kems: heatmap upsampling, center NMS, top-T, offsets -> initial poses, center filter;
-- local_kams: the embedding conv (``transition_embedding``; the released code times it in no
-  bucket, we count it here), local mesh, embedding gather and the CMP;
-- global_kams: global KEM sampling, Gaussian reweighing, adaptation conv, top-2;
-- rest: pose NMS and back-projection.
+Stages (ms per image, :meth:`logocap.predict.Predictor.decode`): ``network`` (image + mirror
+forward, flip fusion), LOGO-CAP's ``local_kems`` (heatmap upsampling, center NMS, top-T,
+offsets), ``local_kams`` (mesh, embedding gather, CMP) and ``global_kams`` (global KEMs,
+reweighing, adaptation, top-2); ``decode`` for the other families; ``pose_nms``; ``rest``
+(back-projection, scores, packaging). ``decode_ms_per_image`` = everything but the network.
+
+Random weights (``--model``) refine an arbitrary number of candidates, so by default the center
+map is replaced by a fixed positive random one and exactly ``--candidates`` people are refined
+(0 = the network's own center map). Checkpoints (``--weights``) run as they are.
+
+Photos: the still images of ``--inputs`` (a folder or files); default the shared photos
+(``shared/assets``) when present, else a random image. A batch of B is B copies of the first
+input (one shape: one forward pass, one decode).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import os
+from pathlib import Path
 
 import torch
 
 from ..utils import LogocapError, atomic_write_text, machine_info
 
-HELP = "Speed benchmark (Table 4 breakdown) of a model: `logocap bench speed --model NAME`."
-BUCKETS = ("backbone", "local_kems", "local_kams", "global_kams", "rest")
+HELP = "Speed benchmark: reference vs fast fp32 vs bf16 per family, stage breakdown, accuracy."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,98 +35,232 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "accuracy PNG (AP vs ms per image) from the benchmark JSONs")
     p.add_argument("--results", default=None, help="plot: folder of benchmark JSONs (default "
                    "benchmarks/results); --out is then the PNG (default <results>/speed_accuracy.png)")
-    p.add_argument("--model", default="logocap_hrnet_w32", help="registered model name (random weights)")
-    p.add_argument("--size", type=int, default=512, help="square input size in px")
-    p.add_argument("--candidates", type=int, nargs="+", default=[1, 30], help="forced candidate counts")
+    p.add_argument("--model", nargs="+", default=None, help="registered model names (random "
+                   "weights); default: every bottom-up family's *_hrnet_<variant> model")
+    p.add_argument("--variant", default="w32", help="backbone variant of the default models "
+                   "(w32, w48, small, tiny)")
+    p.add_argument("--weights", nargs="+", default=None, help="checkpoints to time instead of "
+                   "random-weight models (their own test settings)")
+    p.add_argument("--inputs", nargs="+", default=None, help="image folder or files to time on "
+                   "(default: the shared photos, else a random image)")
+    p.add_argument("--size", type=int, default=None, help="input size (short side, multiple of "
+                   "64); default 512 for --model, the checkpoint's for --weights")
+    p.add_argument("--candidates", type=int, default=30, help="forced number of refined people "
+                   "(random center map); 0 = the network's own centers")
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="images per forward pass "
+                   "(each size timed in the same interleaved loop)")
+    p.add_argument("--paths", nargs="+", default=["reference", "fast", "bf16"],
+                   choices=["reference", "fast", "bf16"], help="test-time paths to compare")
+    p.add_argument("--iters", type=int, default=3, help="timed iterations (after 1 warm-up)")
+    p.add_argument("--no-flip", action="store_true", help="time without the flip test")
+    p.add_argument("--accuracy", action="store_true", help="also compare the paths' poses: on the "
+                   "photos with the timed models, and on the committed synthetic checkpoints")
+    p.add_argument("--accuracy-images", type=int, default=20, help="synthetic val images for "
+                   "--accuracy (0: the timed models on the inputs only)")
+    p.add_argument("--ap", action="store_true", help="also the synthetic val AP of fp32 and bf16 "
+                   "for each committed synthetic checkpoint (a few minutes)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--iters", type=int, default=5, help="timed iterations per setting (after 1 warm-up)")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--out", default=None, help="JSON file to write")
+    p.add_argument("--out", default=None, help="JSON file to write (e.g. benchmarks/results/...)")
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+def _repo() -> Path:
+    return Path(__file__).resolve().parents[2]
 
 
-@torch.no_grad()
-def time_once(model, image, meta, cfg, device) -> dict:
-    """One timed inference of a [1, 3, S, S] image -> seconds per bucket."""
-    from ..codecs.decode import flip_fuse, pose_nms, to_original
-    from ..codecs.logocap_decode import decode_logocap
+def _inputs(args) -> list[tuple[str, "object"]]:
+    import numpy as np
 
-    t = {}
-    _sync(device)
-    t0 = time.perf_counter()
-    feat = model.backbone(torch.cat([image, image.flip(-1)]))
-    out = model.forward_heads(feat)
-    fused = flip_fuse({k: v[:1] for k, v in out.items()}, {k: v[1:] for k, v in out.items()}, meta)
-    _sync(device)
-    t1 = time.perf_counter()
-    t["backbone"] = t1 - t0
-    # random weights give an arbitrary center map (all negative -> a single candidate): put a
-    # fixed random positive map in its place so that the forced candidate count is really met
-    g = torch.Generator(device="cpu").manual_seed(0)
-    fused["heatmaps"][:, -1] = torch.rand(fused["heatmaps"][:, -1].shape, generator=g).to(device)
-    t1 = time.perf_counter()
-    emb = model.transition_embedding(feat[:1])
-    _sync(device)
-    t["local_kams"] = time.perf_counter() - t1
-    res = decode_logocap(model, fused, emb, meta, cfg, timings=t)
-    t["refined_candidates"] = float(res["valid"].sum())
-    _sync(device)
-    t2 = time.perf_counter()
-    keep = pose_nms(res["poses"], res["scores"], res["valid"], cfg["nms_threshold"],
-                    cfg["nms_num_joints"], cfg["max_people"], cfg["pose_nms"])
-    to_original(res["poses"], torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]], device=device))
-    _ = keep.sum().item()
-    t["rest"] = time.perf_counter() - t2
-    return t
+    from ..engine.speed import load_photos, shared_assets
+
+    if args.inputs:
+        photos = []
+        for item in args.inputs:
+            p = Path(item)
+            if p.is_dir():
+                photos += load_photos(p)
+            elif p.is_file():
+                from ..data.transforms import load_image
+                photos.append((p.name, load_image(p)))
+            else:
+                raise LogocapError(f"--inputs {item}: no such file or folder")
+        if not photos:
+            raise LogocapError(f"no images found in {' '.join(args.inputs)}")
+        return photos
+    photos = load_photos(shared_assets())
+    if photos:
+        return photos
+    rng = np.random.default_rng(0)
+    return [("random", rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))]
+
+
+def _subjects(args):
+    """(label, model, meta, input size, test cfg, normalization, forced) per benchmarked network."""
+    from ..config import DEFAULTS
+    from ..meta import COCO
+    from ..models import create_model
+    from ..predict import default_input_size
+
+    cfg = dict(DEFAULTS["test"])
+    if args.no_flip:
+        cfg["flip"] = False
+    if args.weights:
+        from .. import predict
+        from ..engine.checkpoint import (build_model_from_checkpoint, checkpoint_test_config,
+                                         load_checkpoint)
+        for w in args.weights:
+            model, meta, info = build_model_from_checkpoint(load_checkpoint(w), None, args.device)
+            tc = checkpoint_test_config(info, {"flip": False} if args.no_flip else None)
+            size = args.size or info.get("input_size") or predict.default_input_size(info["model_name"])
+            yield (Path(w).name, model, meta, int(size), tc, info.get("normalization"), False)
+        return
+    from ..engine.speed import bench_models
+    for name in args.model or bench_models(args.variant):
+        torch.manual_seed(0)
+        model = create_model(name).to(args.device).eval()
+        n = args.candidates
+        tc = {**cfg, "topk": n} if n else cfg
+        yield (name, model, COCO, int(args.size or default_input_size(name)), tc, None, n > 0)
+
+
+def _check(args) -> None:
+    from .common import check_device, check_out
+
+    check_device(args.device)
+    check_out(args.out, "file")
+    if args.size is not None and (args.size < 64 or args.size % 64):
+        raise LogocapError(f"--size must be a multiple of 64, got {args.size}")
+    if args.iters < 1 or args.candidates < 0 or args.accuracy_images < 0 or \
+            any(b < 1 for b in args.batch):
+        raise LogocapError("--iters and --batch must be >= 1, --candidates and "
+                           "--accuracy-images >= 0")
+    if args.model and args.weights:
+        raise LogocapError("give --model (random weights) or --weights (checkpoints), not both")
+    for w in args.weights or []:
+        if not Path(w).is_file():
+            raise LogocapError(f"--weights {w}: file not found")
 
 
 def run(args) -> int:
     if args.what == "plot":  # the speed-accuracy picture (logocap/commands/bench_plot.py)
         from .bench_plot import run as run_plot
         return run_plot(args)
-    from ..config import DEFAULTS
-    from ..meta import COCO
-    from ..models import create_model
-    from .common import check_device, check_out
+    from ..engine.speed import build_predictors, summarize, time_paths
 
-    check_device(args.device)
-    check_out(args.out, "file")
-    if args.size < 64 or args.size % 64:
-        raise LogocapError(f"--size must be a multiple of 64, got {args.size}")
-    if args.iters < 1 or any(c < 1 for c in args.candidates):
-        raise LogocapError("--iters and --candidates must be >= 1")
+    _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = create_model(args.model).to(args.device).eval()
-    if not hasattr(model, "kam"):
-        raise LogocapError(f"model '{args.model}' is not a LOGO-CAP model (no KAM stage to time)")
-    image = torch.randn(1, 3, args.size, args.size, device=args.device)
-    rows = []
-    for n in args.candidates:
-        # force n candidates: top-n centers, no score threshold
-        cfg = {**DEFAULTS["test"], "topk": n, "center_threshold": -float("inf")}
-        time_once(model, image, COCO, cfg, args.device)  # warm-up
-        acc = {b: 0.0 for b in BUCKETS + ("refined_candidates",)}
-        for _ in range(args.iters):
-            for k, v in time_once(model, image, COCO, cfg, args.device).items():
-                acc[k] += v
-        ms = {b: 1000.0 * acc[b] / args.iters for b in BUCKETS}
-        ms["total"] = sum(ms[b] for b in BUCKETS)
-        rows.append({"candidates": n, "refined": acc["refined_candidates"] / args.iters, **ms})
-    report = {"model": args.model, "size": args.size, "device": args.device,
-              "threads": torch.get_num_threads(), "iters": args.iters, "weights": "random",
-              "note": "embedding conv counted in local_kams; heatmap upsampling in local_kems",
-              "rows": rows, "machine": machine_info()}
-    print(f"{args.model} {args.size}x{args.size} on {args.device}, {report['threads']} thread(s), "
-          f"random weights, ms per image (mean of {args.iters})")
-    print(f"{'#persons':>8s} {'refined':>8s} " + " ".join(f"{b:>11s}" for b in BUCKETS + ("total",)))
-    for r in rows:
-        print(f"{r['candidates']:8d} {r['refined']:8.0f} "
-              + " ".join(f"{r[b]:11.2f}" for b in BUCKETS + ("total",)))
+    photos = _inputs(args)
+    rows, accuracy = [], []
+    for label, model, meta, size, tc, norm, forced in _subjects(args):
+        preds = build_predictors(model, meta, size, tc, args.paths, args.device, forced, norm)
+        first = next(iter(preds.values()))
+        prepared = first.prepare(photos[0][1])
+        for b in args.batch:
+            rec = time_paths(preds, [prepared] * b, args.iters)
+            for path, s in summarize(rec, b).items():
+                rows.append({"model": label, "path": path, "batch": b, "input": photos[0][0],
+                             "input_shape": list(prepared[0].shape[-2:]),
+                             "candidates": tc.get("topk") if forced else "natural", **s})
+                _print_row(rows[-1])
+        if args.accuracy:
+            accuracy.append(_accuracy(label, preds, photos))
+    if args.accuracy:
+        accuracy += _synthetic_accuracy(args)
+    ap = _synthetic_ap(args) if args.ap else None
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    report = {"benchmark": "inference speed, interleaved (reference / fast fp32 / bf16)",
+              "device": args.device, "threads": torch.get_num_threads(), "iters": args.iters,
+              "flip": not args.no_flip, "paths": args.paths, "load_average": load,
+              "note": "ratios are medians of per-iteration ratios from one interleaved run; "
+                      "absolute ms depend on the load of the machine (load_average)",
+              "rows": rows, "accuracy": accuracy, "ap": ap, "machine": machine_info()}
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=1))
     return 0
+
+
+def _print_row(r: dict) -> None:
+    st = " ".join(f"{k}={v:.1f}" for k, v in r["stages_ms_per_image"].items())
+    ratio = r.get("speedup_vs_reference")
+    print(f"{r['model']:28s} {r['path']:9s} B={r['batch']:<2d} {r['ms_per_image']:9.1f} ms/img "
+          f"(cpu {r['cpu_ms_per_image']:.1f}, decode {r['decode_ms_per_image']:.1f}) "
+          f"x{ratio:.2f} vs reference | {st}" if ratio is not None else
+          f"{r['model']:28s} {r['path']:9s} B={r['batch']:<2d} {r['ms_per_image']:9.1f} ms/img | {st}",
+          flush=True)
+
+
+def _compare_all(label: str, preds: dict, images: list) -> dict:
+    """Poses of every path on ``images`` (one at a time); fast vs reference, bf16 vs fast."""
+    from ..engine.speed import compare_poses
+
+    poses = {name: [p.predict(img) for _, img in images] for name, p in preds.items()}
+    out = {"subject": label, "images": [n for n, _ in images]}
+    if "reference" in poses and "fast" in poses:
+        out["fast_vs_reference"] = compare_poses(poses["reference"], poses["fast"], 0.01)
+    base = "fast" if "fast" in poses else "reference"
+    if "bf16" in poses and base in poses:
+        out[f"bf16_vs_{base}"] = compare_poses(poses[base], poses["bf16"], 0.5)
+    for key in ("fast_vs_reference", f"bf16_vs_{base}"):
+        if key in out:
+            c = out[key]
+            print(f"accuracy {label:28s} {key:18s} {c['within']}/{c['joints']} joints within "
+                  f"{c['tolerance_px']} px ({100 * c['share']:.2f}%), max {c['max_err_px']:.4f} px, "
+                  f"people {c['people_ref']} -> {c['people']}", flush=True)
+    return out
+
+
+def _accuracy(label: str, preds: dict, photos: list) -> dict:
+    return _compare_all(label, preds, photos)
+
+
+def _synthetic_checkpoints() -> list[Path]:
+    return sorted((_repo() / "checkpoints" / "synthetic").glob("*.pth"))
+
+
+def _synthetic_accuracy(args) -> list[dict]:
+    """The committed synthetic checkpoints on the first synthetic val images, natural centers."""
+    from ..data.transforms import load_image
+    from ..engine.speed import build_predictors
+    from ..engine.checkpoint import (build_model_from_checkpoint, checkpoint_test_config,
+                                     load_checkpoint)
+
+    if args.accuracy_images < 1:
+        return []
+    folder = _repo() / "data" / "synthetic" / "images" / "val"
+    files = sorted(folder.glob("*.jpg"))[:args.accuracy_images] if folder.is_dir() else []
+    if not files:
+        print("accuracy: no synthetic val images (data/synthetic/images/val); skipped")
+        return []
+    images = [(f.name, load_image(f)) for f in files]
+    out = []
+    for ck in _synthetic_checkpoints():
+        model, meta, info = build_model_from_checkpoint(load_checkpoint(ck), None, args.device)
+        preds = build_predictors(model, meta, int(info.get("input_size") or 256),
+                                 checkpoint_test_config(info), args.paths, args.device,
+                                 forced=False, normalization=info.get("normalization"))
+        res = _compare_all(ck.name, preds, images)
+        res["images"] = len(images)
+        out.append(res)
+    return out
+
+
+def _synthetic_ap(args) -> list[dict]:
+    """Synthetic val AP (200 images) of each committed synthetic checkpoint, fp32 vs bf16."""
+    from ..engine.recipes import evaluate_run
+
+    root = _repo() / "data" / "synthetic"
+    if not (root / "annotations" / "person_keypoints_val.json").is_file():
+        print("ap: no data/synthetic val split; skipped")
+        return []
+    out = []
+    for ck in _synthetic_checkpoints():
+        row = {"checkpoint": ck.name}
+        for prec in ("fp32", "bf16"):
+            m = evaluate_run(ck, root, {"precision": prec, "impl": "fast"})
+            row[prec] = {"AP": m["AP"], "AP50": m.get("AP50"), "ms_per_image": m["ms_per_image"]}
+        row["AP_diff_bf16_minus_fp32"] = row["bf16"]["AP"] - row["fp32"]["AP"]
+        print(f"ap {ck.name}: fp32 {row['fp32']['AP']:.4f}  bf16 {row['bf16']['AP']:.4f}  "
+              f"diff {row['AP_diff_bf16_minus_fp32']:+.4f}", flush=True)
+        out.append(row)
+    return out

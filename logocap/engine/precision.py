@@ -17,12 +17,16 @@
 At test time (``test.precision``, :data:`TEST_PRECISIONS`): ``fp32`` (default) or ``bf16``, where
 the backbone, the heads and LOGO-CAP's CMP (``model.kam``) run under bfloat16 autocast and their
 outputs come back as float32, so that coordinates, meshes, gathers, NMS and scores stay in fp32
-(rounding a coordinate near 500 px to bfloat16 moves it by up to 2 px). :class:`InferenceModel`
-is what the Predictor calls.
+(rounding a coordinate near 500 px to bfloat16 moves it by up to 2 px). The layers that produce
+the heatmaps, the offsets and the KAMs (:func:`~logocap.models.fuse.output_convs`: the heads'
+final 1x1 convs) run in fp32 on the bfloat16 features (:func:`keep_fp32`): rounding their
+outputs to bfloat16 would move an offset of 16-32 output px by up to 0.5 input px.
+:class:`InferenceModel` is what the Predictor calls.
 """
 from __future__ import annotations
 
 import contextlib
+import types
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +34,7 @@ import torch
 from ..utils import LogocapError, native_bf16
 
 __all__ = ["PRECISIONS", "TEST_PRECISIONS", "Precision", "resolve_precision", "MixedPrecisionModel",
-           "InferenceModel"]
+           "InferenceModel", "keep_fp32"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp64")
 TEST_PRECISIONS = ("fp32", "bf16")  # test.precision
@@ -149,3 +153,18 @@ class InferenceModel(MixedPrecisionModel):
     def _out(self, v):
         v = super()._out(v)
         return v.contiguous() if torch.is_tensor(v) else v
+
+
+def _fp32_forward(self, x):
+    with torch.autocast(x.device.type, enabled=False):
+        return type(self).forward(self, x.float())
+
+
+def keep_fp32(model: torch.nn.Module, names) -> torch.nn.Module:
+    """Run the named submodules in fp32 under autocast (their input cast to float32), in place:
+    an inference copy's output layers (see the module doc). Returns ``model``."""
+    for name in names:
+        mod = model.get_submodule(name)
+        mod.forward = types.MethodType(_fp32_forward, mod)
+    return model
+

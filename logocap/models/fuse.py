@@ -26,11 +26,28 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["conv_bn_pairs", "fold_conv_bn", "fuse_conv_bn"]
+__all__ = ["conv_bn_pairs", "fold_conv_bn", "fuse_conv_bn", "output_convs"]
 
 
-def _graph_pairs(model: nn.Module, input_size: int = 64) -> tuple[list[tuple[str, str]], set[str]]:
-    """(pairs proven on the forward's autograd graph, names of the modules that ran)."""
+def _dummy_input(model: nn.Module, channels: int | None, size: int) -> torch.Tensor:
+    """A seeded [1, C, size, size] input in the weights' dtype and device (global RNG untouched)."""
+    p = next(model.parameters(), None)
+    if channels is None:
+        first = next((m for m in model.modules() if type(m) is nn.Conv2d), None)
+        channels = first.in_channels if first is not None else 3
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(1, channels, size, size, generator=gen).to(
+        dtype=p.dtype if p is not None else torch.float32,
+        device=p.device if p is not None else "cpu").requires_grad_(True)
+
+
+def _trace(model: nn.Module, fn, x: torch.Tensor):
+    """Run ``fn(x)`` with grad and hooks on every exact Conv2d / BatchNorm2d of ``model``.
+
+    Returns (outputs {key: tensor}, conv output grad_fns {name: [...]}, BN input grad_fns
+    {name: [...]}, in-degree of every autograd node, names of the modules that ran), or None
+    when ``fn`` fails on the dummy input.
+    """
     convs = {m: n for n, m in model.named_modules() if type(m) is nn.Conv2d}
     bns = {m: n for n, m in model.named_modules() if type(m) is nn.BatchNorm2d}
     conv_out: dict[str, list] = {}  # name -> grad_fn of each call's output
@@ -47,28 +64,25 @@ def _graph_pairs(model: nn.Module, input_size: int = 64) -> tuple[list[tuple[str
 
     handles = [m.register_forward_hook(conv_hook) for m in convs]
     handles += [m.register_forward_hook(bn_hook) for m in bns]
-    first = next(iter(convs), None)
-    in_ch = first.in_channels if first is not None else 3
     try:
         with torch.enable_grad():
-            p = next(model.parameters(), None)
-            gen = torch.Generator().manual_seed(0)  # a local generator: the global RNG is untouched
-            x = torch.randn(1, in_ch, input_size, input_size, generator=gen).to(
-                dtype=p.dtype if p is not None else torch.float32,
-                device=p.device if p is not None else "cpu").requires_grad_(True)
-            out = model(x)
-    except Exception:  # a network that needs another input: Sequential pairs only
-        return [], set()
+            out = fn(x)
+    except Exception:  # a network that needs another input
+        return None
     finally:
         for h in handles:
             h.remove()
-    leaves = [v for v in (out.values() if isinstance(out, dict) else
-                          (out if isinstance(out, (list, tuple)) else [out]))
-              if torch.is_tensor(v) and v.grad_fn is not None]
+    if isinstance(out, dict):
+        outs = dict(out)
+    elif isinstance(out, (list, tuple)):
+        outs = dict(enumerate(out))
+    else:
+        outs = {0: out}
+    outs = {k: v for k, v in outs.items() if torch.is_tensor(v) and v.grad_fn is not None}
     # in-degree of every autograd node: how many consumers read its output
     indeg: dict = {}
-    seen, stack = set(), [v.grad_fn for v in leaves]
-    for v in leaves:
+    seen, stack = set(), [v.grad_fn for v in outs.values()]
+    for v in outs.values():
         indeg[v.grad_fn] = indeg.get(v.grad_fn, 0) + 1  # the model's output itself is a use
     while stack:
         node = stack.pop()
@@ -79,6 +93,15 @@ def _graph_pairs(model: nn.Module, input_size: int = 64) -> tuple[list[tuple[str
             if nxt is not None:
                 indeg[nxt] = indeg.get(nxt, 0) + 1
                 stack.append(nxt)
+    return outs, conv_out, bn_in, indeg, ran
+
+
+def _graph_pairs(model: nn.Module, input_size: int = 64) -> tuple[list[tuple[str, str]], set[str]]:
+    """(pairs proven on the forward's autograd graph, names of the modules that ran)."""
+    traced = _trace(model, model, _dummy_input(model, None, input_size))
+    if traced is None:  # Sequential pairs only
+        return [], set()
+    _, conv_out, bn_in, indeg, ran = traced
     pairs = []
     owner = {fns[0]: name for name, fns in conv_out.items() if len(fns) == 1}
     for bn_name, fns in bn_in.items():
@@ -88,6 +111,44 @@ def _graph_pairs(model: nn.Module, input_size: int = 64) -> tuple[list[tuple[str
         if conv_name is not None and indeg.get(fns[0], 0) == 1:
             pairs.append((conv_name, bn_name))
     return pairs, ran
+
+
+def output_convs(model: nn.Module, outputs=("heatmaps", "offsets"), input_size: int = 64,
+                 kam: bool = True) -> list[str]:
+    """Names of the Conv2d layers that produce the given outputs of ``forward`` (and, with
+    ``kam``, of ``model.kam`` where the model has one): walking back from each output through
+    the autograd graph, the first convolution met on every path (e.g. the heads' final 1x1
+    convs; DEKR's 17 per-joint offset convs). Under bf16 these stay in fp32 (the Predictor),
+    because rounding an offset of 16-32 output px to bfloat16 moves it by up to 0.5 input px."""
+    was_training = model.training
+    model.eval()
+    found: list[str] = []
+    try:
+        calls = [(model, _dummy_input(model, None, input_size), outputs)]
+        if kam and hasattr(model, "kam") and hasattr(model, "embed_dim"):
+            k = int(model.num_keypoints) * int(model.embed_dim)
+            calls.append((model.kam, _dummy_input(model, k, 11), None))
+        for fn, x, keys in calls:
+            traced = _trace(model, fn, x)
+            if traced is None:
+                continue
+            outs, conv_out, _, _, _ = traced
+            owner = {f: name for name, fns in conv_out.items() for f in fns}
+            stack = [v.grad_fn for k, v in outs.items() if keys is None or k in keys]
+            seen = set()
+            while stack:
+                node = stack.pop()
+                if node is None or node in seen:
+                    continue
+                seen.add(node)
+                if node in owner:
+                    if owner[node] not in found:
+                        found.append(owner[node])
+                    continue
+                stack.extend(n for n, _ in node.next_functions)
+    finally:
+        model.train(was_training)
+    return found
 
 
 def conv_bn_pairs(model: nn.Module, input_size: int = 64) -> list[tuple[str, str]]:
