@@ -1,8 +1,8 @@
 """Predictor: RGB images -> :class:`logocap.Poses` in original-image pixels.
 
 One pass per batch: test transform (short side -> input size, long side to a multiple of 64),
-normalisation, image + mirror as one forward pass, decoding (LOGO-CAP when the model has ``kam``,
-else the center-offset baseline), pose NMS, the ``max_people`` cap, and back-projection.
+normalisation, the decoder of the model's method family (``logocap.families``: the network
+pass(es) with the flip test, decoding, pose NMS and the ``max_people`` cap), and back-projection.
 
 Batches never pad: images whose network inputs differ in shape go through separate forward passes
 (:meth:`Predictor.predict_prepared` groups them). Zero padding would change the results, because
@@ -24,7 +24,7 @@ import copy
 import numpy as np
 import torch
 
-from .codecs.decode import decode_center_offset, pose_nms, run_with_flip, to_original
+from .codecs.decode import to_original
 from .config import DEFAULTS, validate_test_cfg
 from .data.transforms import MEAN, STD, test_transform, warp_image
 from .engine.precision import InferenceModel, resolve_precision
@@ -36,8 +36,15 @@ __all__ = ["Predictor", "default_input_size", "prepare_image"]
 
 
 def default_input_size(model_name: str) -> int:
-    """Official test sizes (notes 3.1): 640 for W48 models, 512 otherwise."""
-    return 640 if "w48" in (model_name or "").lower() else 512
+    """The model's default test input size from its registry entry (the official sizes, notes 3.1:
+    640 for W48 models, 512 for W32 and the small variants; the crop height for top-down ones);
+    ``models.registry.DEFAULT_INPUT_SIZE`` for a name the registry does not know."""
+    from .models.registry import DEFAULT_INPUT_SIZE, model_entry
+
+    try:
+        return model_entry(str(model_name)).input_size
+    except LogocapError:
+        return DEFAULT_INPUT_SIZE
 
 
 def prepare_image(image, input_size: int, mean=MEAN, std=STD):
@@ -78,8 +85,12 @@ class Predictor:
         if k != self.meta.num_keypoints:
             raise LogocapError(f"model predicts {k} keypoints but the keypoint set "
                                f"'{self.meta.name}' has {self.meta.num_keypoints}")
-        from .models.sar import is_topdown
-        if is_topdown(model):  # method dispatch point (top-down SAR): it needs person boxes
+        from .families import family_of
+        try:  # the method family decodes (logocap.families)
+            self.family = family_of(model)
+        except LogocapError:
+            self.family = None  # refused below, after the checks that name the network's kind
+        if self.family is not None and self.family.topdown:
             raise LogocapError(f"{getattr(model, 'model_name', 'this model')} is a top-down model: "
                                "it needs person boxes (logocap predict --boxes boxes.json, or "
                                "logocap.topdown.TopDownPredictor)")
@@ -88,10 +99,14 @@ class Predictor:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.input_size = int(input_size)
-        self.cfg = copy.deepcopy(DEFAULTS["test"])
-        self.cfg.update(test_cfg or {})
+        # defaults < the family's test settings < test_cfg
+        self.cfg = self.family.test_settings(test_cfg) if self.family is not None else \
+            {**copy.deepcopy(DEFAULTS["test"]), **(test_cfg or {})}
         validate_test_cfg(self.cfg)
         self.net = self._inference_net(owns_model)
+        if self.family is None or self.family.decode is None:
+            raise LogocapError(f"{getattr(model, 'model_name', type(model).__name__)} belongs to no "
+                               "method family that decodes whole images (logocap.families)")
         norm = normalization or {"mean": MEAN, "std": STD}
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(3, 1, 1)
@@ -136,7 +151,7 @@ class Predictor:
         ``overrides``: ``input_size=...``, ``meta=...`` (plain state_dicts only) and any test-config
         key (``flip=False``, ``topk=...``); they win over the checkpoint's own config.
         """
-        from .engine.checkpoint import build_model_from_checkpoint, load_checkpoint
+        from .models.weights import build_model_from_checkpoint, load_checkpoint
 
         input_size = overrides.pop("input_size", None)
         meta = overrides.pop("meta", None)
@@ -161,43 +176,13 @@ class Predictor:
     def decode(self, batch: torch.Tensor, timings: dict | None = None) -> dict:
         """Normalised input batch [B, 3, H, W] -> decoded candidates (input px) plus ``keep``.
 
-        ``timings`` (optional dict) accumulates seconds per stage: "network" (forward of image +
-        mirror, flip fusion), the LOGO-CAP decoder's "local_kems", "local_kams", "global_kams"
-        (center-offset: "decode"; DEKR / HGR: "decode" holds their network passes too) and
-        "pose_nms".
+        The model's family decodes (``MethodFamily.decode``). ``timings`` (optional dict)
+        accumulates seconds per stage: "network" (forward of image + mirror, flip fusion), the
+        LOGO-CAP decoder's "local_kems", "local_kams", "global_kams" (center-offset: "decode";
+        DEKR / HGR: "decode" holds their network passes too) and "pose_nms".
         """
-        from .codecs.logocap_decode import _Ticker
-
-        cfg = self.cfg
-        tick = _Ticker(timings, self.device)
         batch = batch.to(self.device)
-        from .models.dekr import is_dekr
-        if is_dekr(self.model):  # method dispatch point (DEKR): its own flip, scales and NMS
-            res = self._decode_dekr(batch)
-            tick("decode")
-            return res
-        from .models.hgr import is_hgr
-        if is_hgr(self.model):  # method dispatch point (HGR): DEKR's maps + heatmap-guided grouping
-            res = self._decode_dekr(batch, hgr=True)
-            tick("decode")
-            return res
-        if cfg["flip"]:
-            fused, plain = run_with_flip(self.net, batch, self.meta, cfg.get("flip_shift", "official"))
-        else:
-            fused = plain = self.net(batch)
-        _check_finite(plain)
-        tick("network")
-        if hasattr(self.model, "kam"):  # LOGO-CAP
-            from .codecs.logocap_decode import decode_logocap
-            res = decode_logocap(self.net, fused, plain["embedding"], self.meta, cfg, timings)
-            tick.t = tick._now() if timings is not None else 0.0
-        else:
-            res = decode_center_offset(fused, self.meta, cfg)
-            tick("decode")
-        res["keep"] = pose_nms(res["poses"], res["scores"], res["valid"], cfg["nms_threshold"],
-                               cfg["nms_num_joints"], cfg["max_people"], cfg["pose_nms"])
-        tick("pose_nms")
-        return res
+        return self.family.decode(self.net, batch, self.meta, self.cfg, timings)
 
     def predict_prepared(self, tensors, affines, sizes, timings: dict | None = None) -> list[Poses]:
         """Prepared images (see :meth:`prepare`) -> one :class:`Poses` per image, in order.
@@ -243,35 +228,6 @@ class Predictor:
         tick("rest")
         return out
 
-    def _decode_dekr(self, batch: torch.Tensor, hgr: bool = False, cues=None) -> dict:
-        """DEKR (``codecs.dekr_decode``): 3 px-shifted flip, test scales, heat-ranked pose NMS.
-        ``hgr=True``: the same maps decoded by ``codecs.hgr_decode`` (grouping with the heatmap
-        candidates; ``cues`` [B, M, K, 3] input px replace the regressed poses as the cues).
-
-        The inputs of the other scales are the scale-1 input resampled with aligned bilinear
-        interpolation (pixel X <-> X / s), so every scale shares the scale-1 frame exactly; the
-        release re-warps the original image instead (more detail at scale 2 for large images).
-        """
-        from .codecs.dekr_decode import decode_dekr, dekr_test_cfg, resample_aligned
-
-        if hgr:
-            from .codecs.hgr_decode import decode_hgr, hgr_test_cfg
-            cfg = hgr_test_cfg(self.cfg)
-        else:
-            cfg = dekr_test_cfg(self.cfg)
-        h, w = batch.shape[-2:]
-        images = {}
-        for s in cfg["scales"]:
-            hs, ws = h * s, w * s
-            if hs != round(hs) or ws != round(ws) or round(hs) % 32 or round(ws) % 32:
-                raise LogocapError(f"test scale {s} turns the {w}x{h} input into {ws:g}x{hs:g}, "
-                                   "not a multiple of 32 px (the network needs one)")
-            images[s] = batch if s == 1.0 else resample_aligned(batch, (round(hs), round(ws)), s)
-        res = decode_hgr(self.net, images, self.meta, cfg, cues) if hgr else \
-            decode_dekr(self.net, images, self.meta, cfg)
-        _check_finite(res["raw"])
-        return res
-
     def predict_batch(self, images) -> list[Poses]:
         """A list of RGB images -> one :class:`Poses` per image, sorted by score.
 
@@ -286,12 +242,3 @@ class Predictor:
     def predict(self, image) -> Poses:
         """One RGB uint8 image [H, W, 3] -> :class:`Poses` (original px, sorted by score)."""
         return self.predict_batch([image])[0]
-
-
-def _check_finite(outputs: dict) -> None:
-    """A diverged or broken checkpoint: say so instead of decoding garbage (one host sync)."""
-    flags = torch.stack([torch.isfinite(v).all() for v in outputs.values()])
-    if not bool(flags.all()):
-        bad = [k for k, ok in zip(outputs, flags.tolist()) if not ok]
-        raise LogocapError(f"the model produced non-finite values (NaN/Inf) in {', '.join(bad)}: "
-                           "its weights are broken (diverged training or a damaged file)")
