@@ -31,13 +31,13 @@ def evaluate_model(model, dataset_val, meta, test_cfg: dict, input_size: int, ba
 
     from ..data.transforms import load_image
     from ..evaluation import evaluate_predictions, poses_to_results
-    from ..models.sar import is_topdown
+    from ..families import family_of
     from ..predict import Predictor
 
     if batch_size < 1:
         raise LogocapError(f"batch size must be >= 1, got {batch_size}")
-    topdown = is_topdown(model)
-    if topdown:  # method dispatch point (top-down SAR): person boxes instead of whole images
+    topdown = family_of(model).topdown
+    if topdown:  # a top-down family: person boxes instead of whole images
         from ..topdown import TopDownPredictor, gt_boxes
         predictor = TopDownPredictor(model, meta, input_size, test_cfg, device, normalization)
         if boxes is None:
@@ -153,7 +153,6 @@ def run_model_eval(args) -> int:
     from ..commands.common import check_device, check_out
     from ..config import load_config, validate_test_cfg
     from ..data.coco import CocoPoseDataset
-    from ..predict import default_input_size
     from ..utils import atomic_write_text
     from .checkpoint import build_model_from_checkpoint, checkpoint_test_config, load_checkpoint
 
@@ -173,10 +172,10 @@ def run_model_eval(args) -> int:
     if getattr(args, "precision", None):
         test_cfg["precision"] = args.precision
     validate_test_cfg(test_cfg)
-    from ..models.sar import is_topdown
-    topdown = is_topdown(model)  # method dispatch point (top-down SAR): crop height, person boxes
-    size = getattr(args, "size", None) or info.get("input_size") or (
-        model.input_hw[0] if topdown else default_input_size(info["model_name"]))
+    from ..families import family_of
+    family = family_of(model)
+    topdown = family.topdown  # person boxes
+    size = getattr(args, "size", None) or info.get("input_size") or family.default_input_size(model)
 
     split = getattr(args, "split", None) or "val"
     ann, images = resolve_val_data(getattr(args, "data", None), split,

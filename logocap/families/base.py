@@ -42,6 +42,8 @@ class MethodFamily:
     - ``topdown``: the model works on person crops (it needs person boxes).
     - ``train_dataset(ann, images, meta, data_cfg, seed) -> dataset``: the training set; None =
       the bottom-up ``CocoPoseDataset`` with this family's target options.
+    - ``model_input_size(model) -> int``: the test input size a built network asks for (e.g. its
+      crop height); None = its registry entry's ``input_size``.
     """
     name: str
     title: str
@@ -55,6 +57,7 @@ class MethodFamily:
     state_dict_keypoints: Callable | None = None
     topdown: bool = False
     train_dataset: Callable | None = None
+    model_input_size: Callable | None = None
 
     def models(self) -> list[str]:
         """The registered model names of this family."""
@@ -72,6 +75,19 @@ class MethodFamily:
         for c in cfgs:
             out.update(c or {})
         return out
+
+    def default_input_size(self, model) -> int:
+        """Test input size of ``model`` (a network or a registered name) when neither the user nor
+        the checkpoint gives one: the per-model default config of the registry."""
+        from ..models.registry import DEFAULT_INPUT_SIZE, model_entry
+
+        if self.model_input_size is not None and not isinstance(model, str):
+            return int(self.model_input_size(unwrap_model(model)))
+        name = model if isinstance(model, str) else getattr(unwrap_model(model), "model_name", None)
+        try:
+            return model_entry(str(name)).input_size
+        except LogocapError:
+            return DEFAULT_INPUT_SIZE
 
     def target_settings(self, data_cfg: dict | None = None) -> dict:
         """Dataset target options: a value set in ``data_cfg`` wins; None means the family's."""

@@ -31,4 +31,5 @@ def train_dataset(ann, images, meta, data_cfg: dict, seed: int = 0):
 
 FAMILY = register_family(MethodFamily(
     name="sar", title="SAR (top-down)", model_class=SarTopDownModel, criterion=criterion,
-    decode=None, topdown=True, train_dataset=train_dataset))
+    decode=None, topdown=True, train_dataset=train_dataset,
+    model_input_size=lambda model: model.input_hw[0]))  # the crop height

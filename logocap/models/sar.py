@@ -88,16 +88,15 @@ class SarTopDownModel(nn.Module):
 
 
 def is_topdown(model_or_name) -> bool:
-    """True for a top-down network (or its registered name); DDP / TrainStep wrappers unwrapped."""
-    if isinstance(model_or_name, str):
-        return model_or_name.endswith("_topdown")
-    net = model_or_name
-    while not getattr(net, "topdown", False):
-        inner = getattr(net, "module", None) or getattr(net, "model", None)
-        if not isinstance(inner, nn.Module) or inner is net:
-            return False
-        net = inner
-    return True
+    """True for a top-down network (or its registered name): its method family says so
+    (``logocap.families``; DDP / TrainStep wrappers unwrapped)."""
+    from ..families import family_of
+    from ..utils import LogocapError
+
+    try:
+        return family_of(model_or_name).topdown
+    except LogocapError:  # not a registered name / a network of no family
+        return False
 
 
 # ------------------------------------------------------------------ registered variants
