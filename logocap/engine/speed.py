@@ -40,9 +40,11 @@ PATHS = {"reference": {"impl": "reference", "precision": "fp32"},
 def bench_models(variant: str = "w32") -> list[str]:
     """The registered bottom-up models of one backbone variant (``*_hrnet_<variant>``), one per
     method family; top-down models (person boxes needed) are left out."""
+    from ..families import family_of
     from ..models import list_models
 
-    names = [n for n in list_models() if n.endswith(f"_hrnet_{variant}") and "topdown" not in n]
+    names = [n for n in list_models() if n.endswith(f"_hrnet_{variant}")
+             and family_of(n).decode is not None]  # families that decode whole images
     if not names:
         raise LogocapError(f"no registered model ends in _hrnet_{variant}")
     return names
