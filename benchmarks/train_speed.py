@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from logocap.config import load_config  # noqa: E402
 from logocap.data.coco import collate_train  # noqa: E402
-from logocap.engine.precision import resolve_precision  # noqa: E402
+from logocap.precision import resolve_precision  # noqa: E402
 from logocap.engine.recipes import ensure_synthetic  # noqa: E402
 from logocap.engine.train import TrainStep, build_train_dataset  # noqa: E402
 from logocap.losses import build_criterion  # noqa: E402

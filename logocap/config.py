@@ -217,7 +217,7 @@ def validate_test_cfg(test: dict) -> dict:
     from .codecs.logocap_decode import ADAPTATIONS, IMPLS
     from .codecs.mesh import SAMPLE_MODES
     from .codecs.nms import POSE_NMS_METHODS
-    from .engine.precision import TEST_PRECISIONS
+    from .precision import TEST_PRECISIONS
 
     t = dict(test or {})
     choices = {"upsample": UPSAMPLE_MODES, "flip_shift": FLIP_SHIFTS, "adaptation": ADAPTATIONS,

@@ -11,7 +11,7 @@ image padded to a wider neighbour's size lost or gained people and moved joints 
 pixels), so a batch of B gives exactly what B single images give.
 
 Test-time speed (``test.impl``, ``test.precision``): the network the Predictor calls
-(``Predictor.net``, an :class:`~logocap.engine.precision.InferenceModel`) is, with ``impl: fast``
+(``Predictor.net``, an :class:`~logocap.precision.InferenceModel`) is, with ``impl: fast``
 (default), a copy of the model with its Conv2d -> BatchNorm2d pairs folded
 (:func:`~logocap.models.fuse.fuse_conv_bn`) in channels_last memory format; ``impl: reference``
 runs the model as given (NCHW, unfolded). ``precision: bf16`` runs the network and the CMP under
@@ -27,7 +27,7 @@ import torch
 from .codecs.decode import to_original
 from .config import DEFAULTS, validate_test_cfg
 from .data.transforms import MEAN, STD, test_transform, warp_image
-from .engine.precision import InferenceModel, resolve_precision
+from .precision import InferenceModel, resolve_precision
 from .meta import KeypointMeta, get_meta
 from .structures import Poses
 from .utils import LogocapError
@@ -132,8 +132,8 @@ class Predictor:
             from .models.fuse import fuse_conv_bn
             model = fuse_conv_bn(model, inplace=owns_model)
             model.to(memory_format=torch.channels_last)
-        if self.precision.name == "bf16":  # heads' output layers in fp32 (engine/precision.py)
-            from .engine.precision import keep_fp32
+        if self.precision.name == "bf16":  # heads' output layers in fp32 (precision.py)
+            from .precision import keep_fp32
             from .models.fuse import output_convs
             if not fast and not owns_model:
                 model = copy.deepcopy(model)  # never patch the caller's network

@@ -33,7 +33,7 @@ from ..meta import get_meta
 from ..utils import LogocapError, atomic_write_bytes, atomic_write_text, single_thread_worker
 from . import dist as D
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
-from .precision import MixedPrecisionModel, Precision, resolve_precision
+from ..precision import MixedPrecisionModel, Precision, resolve_precision
 
 __all__ = ["TrainStep", "train", "lr_milestones", "balance_offset_weights", "build_train_dataset",
            "get_rng_state", "set_rng_state"]
