@@ -79,20 +79,14 @@ def kam_path_for(onnx_path) -> Path:
 
 
 def family_of(model) -> str:
-    """The method family of a network: how the Predictor decodes it."""
+    """The method family of a network as the exported metadata names it (``logocap.families``;
+    "topdown" for a top-down family, as the ONNX Runtime backend reads it)."""
     fam = getattr(model, "family", None)
     if isinstance(fam, str):
         return fam
-    from .models.dekr import is_dekr
-    from .models.hgr import is_hgr
-    from .models.sar import is_topdown
-    if is_topdown(model):
-        return "topdown"
-    if is_dekr(model):
-        return "dekr"
-    if is_hgr(model):
-        return "hgr"
-    return "logocap" if hasattr(model, "kam") else "center_offset"
+    from .families import family_of as method_family
+    family = method_family(model)
+    return "topdown" if family.topdown else family.name
 
 
 class _Outputs(nn.Module):
