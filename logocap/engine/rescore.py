@@ -113,7 +113,7 @@ def run_rescore_train(args) -> int:
     from ..models.rescore import save_rescorer
     from ..predict import Predictor
     from ..utils import atomic_write_text
-    from .evaluate import resolve_val_data
+    from ..data.paths import dataset_paths
 
     if args.size is not None and (args.size < 64 or args.size % 64):
         raise LogocapError(f"--size must be a multiple of 64 (>= 64), got {args.size}")
@@ -123,7 +123,7 @@ def run_rescore_train(args) -> int:
     if args.size:
         overrides["input_size"] = args.size
     predictor = Predictor.from_checkpoint(args.weights, args.model, args.device, **overrides)
-    ann, images = resolve_val_data(args.data, args.split, args.ann, args.images)
+    ann, images = dataset_paths(args.data, args.split, args.ann, args.images)
     dataset = CocoPoseDataset(str(ann), str(images), meta=predictor.meta, mode="val",
                               input_size=predictor.input_size, max_images=args.max_images)
     print(f"predicting {len(dataset)} images of {ann} with {args.weights} "
