@@ -130,8 +130,7 @@ class Predictor:
         self.precision = resolve_precision(self.cfg["precision"], self.device, channels_last=fast)
         if fast:
             from .models.fuse import fuse_conv_bn
-            model = fuse_conv_bn(model, inplace=owns_model)
-            model.to(memory_format=torch.channels_last)
+            model = fuse_conv_bn(model, inplace=owns_model, channels_last=True)
         if self.precision.name == "bf16":  # heads' output layers in fp32 (precision.py)
             from .precision import keep_fp32
             from .models.fuse import output_convs

@@ -8,9 +8,10 @@ offsets), ``local_kams`` (mesh, embedding gather, CMP) and ``global_kams`` (glob
 reweighing, adaptation, top-2); ``decode`` for the other families; ``pose_nms``; ``rest``
 (back-projection, scores, packaging). ``decode_ms_per_image`` = everything but the network.
 
-Random weights (``--model``) refine an arbitrary number of candidates, so by default the center
-map is replaced by a fixed positive random one and exactly ``--candidates`` people are refined
-(0 = the network's own center map). Checkpoints (``--weights``) run as they are.
+Random weights (``--model``, backbone init ``--init``) refine an arbitrary number of candidates,
+so by default the center map is replaced by a fixed positive random one and exactly
+``--candidates`` people are refined (0 = the network's own center map). Checkpoints
+(``--weights``) run as they are.
 
 Photos: the still images of ``--inputs`` (a folder or files); default the shared photos
 (``shared/assets``) when present, else a random image. A batch of B is B copies of the first
@@ -39,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "weights); default: every bottom-up family's *_hrnet_<variant> model")
     p.add_argument("--variant", default="w32", help="backbone variant of the default models "
                    "(w32, w48, small, tiny)")
+    p.add_argument("--init", choices=["kaiming", "official"], default="kaiming", help="random "
+                   "weights' backbone init: kaiming (image-dependent maps) or official (HRNet's "
+                   "std-0.001 convs: near-constant maps, where any rounding flips peak ties)")
     p.add_argument("--weights", nargs="+", default=None, help="checkpoints to time instead of "
                    "random-weight models (their own test settings)")
     p.add_argument("--inputs", nargs="+", default=None, help="image folder or files to time on "
@@ -117,7 +121,7 @@ def _subjects(args):
     from ..engine.speed import bench_models
     for name in args.model or bench_models(args.variant):
         torch.manual_seed(0)
-        model = create_model(name).to(args.device).eval()
+        model = create_model(name, backbone_init=args.init).to(args.device).eval()
         n = args.candidates
         tc = {**cfg, "topk": n} if n else cfg
         yield (name, model, COCO, int(args.size or default_input_size(name)), tc, None, n > 0)
@@ -170,7 +174,8 @@ def run(args) -> int:
     ap = _synthetic_ap(args) if args.ap else None
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     report = {"benchmark": "inference speed, interleaved (reference / fast fp32 / bf16)",
-              "device": args.device, "threads": torch.get_num_threads(), "iters": args.iters,
+              "device": args.device, "init": None if args.weights else args.init,
+              "threads": torch.get_num_threads(), "iters": args.iters,
               "flip": not args.no_flip, "paths": args.paths, "load_average": load,
               "note": "ratios are medians of per-iteration ratios from one interleaved run; "
                       "absolute ms depend on the load of the machine (load_average)",

@@ -151,15 +151,19 @@ def output_convs(model: nn.Module, outputs=("heatmaps", "offsets"), input_size: 
     return found
 
 
-def conv_bn_pairs(model: nn.Module, input_size: int = 64) -> list[tuple[str, str]]:
+def conv_bn_pairs(model: nn.Module, input_size: int = 64, ran: set | None = None
+                  ) -> list[tuple[str, str]]:
     """Names ``(conv, bn)`` of the exact Conv2d -> BatchNorm2d pairs of ``model`` (see the module
-    doc). Runs ``model`` once on a [1, C, input_size, input_size] dummy input (eval mode)."""
+    doc). Runs ``model`` once on a [1, C, input_size, input_size] dummy input (eval mode);
+    ``ran`` (a set) receives the names of the modules that forward ran."""
     was_training = model.training
     model.eval()
     try:
-        pairs, ran = _graph_pairs(model, input_size)
+        pairs, ran_ = _graph_pairs(model, input_size)
     finally:
         model.train(was_training)
+    ran = ran if ran is not None else set()
+    ran.update(ran_)
     used = {n for pair in pairs for n in pair}
     for name, mod in model.named_modules():
         if not isinstance(mod, nn.Sequential):
@@ -199,19 +203,28 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, last, new)
 
 
-def fuse_conv_bn(model: nn.Module, inplace: bool = False, input_size: int = 64) -> nn.Module:
+def fuse_conv_bn(model: nn.Module, inplace: bool = False, input_size: int = 64,
+                 channels_last: bool = False) -> nn.Module:
     """An eval-mode network with every exact Conv2d -> BatchNorm2d pair folded (module doc).
 
     ``inplace=False`` (default) folds a deep copy and leaves ``model`` untouched (a training model
     handed to the evaluator keeps its BNs). The result is for inference only: its parameters do
     not require grad and it stays in eval mode. ``result.fused_conv_bn`` = number of folded pairs.
+    ``channels_last``: the Conv2d layers that ``forward`` runs get channels_last weights; the
+    others stay NCHW (LOGO-CAP's CMP on [N, K*d, 11, 11] KEMs: 350 ms NCHW vs 442 ms channels_last
+    for 30 W32 candidates on one core).
     """
     net = model if inplace else copy.deepcopy(model)
     net.eval()
-    pairs = conv_bn_pairs(net, input_size)
+    ran: set[str] = set()
+    pairs = conv_bn_pairs(net, input_size, ran)
     for conv_name, bn_name in pairs:
         fold_conv_bn(net.get_submodule(conv_name), net.get_submodule(bn_name))
         _set_module(net, bn_name, nn.Identity())
+    if channels_last:
+        for name, mod in net.named_modules():
+            if type(mod) is nn.Conv2d and name in ran:
+                mod.to(memory_format=torch.channels_last)
     net.requires_grad_(False)
     net.fused_conv_bn = len(pairs)
     return net
