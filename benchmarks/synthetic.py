@@ -125,7 +125,15 @@ def main(argv=None) -> int:
         shutil.copyfile(src, curves / f"{name}.png")
         return str((curves / f"{name}.png").relative_to(ROOT))
 
-    # ---- stage 1: the shared center-offset model (val AP every 5 epochs: its learning curve)
+    # ---- stage 1: the shared center-offset model (val AP every 5 epochs: its learning curve).
+    # A stage 1 that a session could not finish is committed under checkpoints/resume/ (last.pth
+    # with its optimizer state, metrics.jsonl); a fresh checkout continues it from there.
+    saved = ROOT / "checkpoints" / "resume" / f"bench_v2_stage1_{bb}"
+    if not args.quick and not (out / "stage1" / "last.pth").is_file() and (saved / "last.pth").is_file():
+        (out / "stage1").mkdir(parents=True, exist_ok=True)
+        for f in saved.iterdir():
+            shutil.copyfile(f, out / "stage1" / f.name)
+        print(f"stage 1: continuing the committed unfinished run {saved}")
     s1 = synthetic_config(f"center_offset_hrnet_{bb}", data, out / "stage1",
                           [f"train.epochs={args.stage1_epochs}", "train.eval_every=5"])
     stage1 = train_run(s1)
