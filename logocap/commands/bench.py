@@ -14,8 +14,9 @@ so by default the center map is replaced by a fixed positive random one and exac
 (``--weights``) run as they are.
 
 Photos: the still images of ``--inputs`` (a folder or files); default the shared photos
-(``shared/assets``) when present, else a random image. A batch of B is B copies of the first
-input (one shape: one forward pass, one decode).
+(``shared/assets``) when present, else a random image. A batch of B is the first B inputs whose
+network input has the first one's shape (repeated when there are fewer): one forward pass, one
+decode.
 """
 from __future__ import annotations
 
@@ -159,12 +160,12 @@ def run(args) -> int:
     for label, model, meta, size, tc, norm, forced in _subjects(args):
         preds = build_predictors(model, meta, size, tc, args.paths, args.device, forced, norm)
         first = next(iter(preds.values()))
-        prepared = first.prepare(photos[0][1])
         for b in args.batch:
-            rec = time_paths(preds, [prepared] * b, args.iters)
+            batch, names = _batch(first, photos, b)
+            rec = time_paths(preds, batch, args.iters)
             for path, s in summarize(rec, b).items():
-                rows.append({"model": label, "path": path, "batch": b, "input": photos[0][0],
-                             "input_shape": list(prepared[0].shape[-2:]),
+                rows.append({"model": label, "path": path, "batch": b, "input": names,
+                             "input_shape": list(batch[0][0].shape[-2:]),
                              "candidates": tc.get("topk") if forced else "natural", **s})
                 _print_row(rows[-1])
         if args.accuracy:
@@ -183,6 +184,22 @@ def run(args) -> int:
     if args.out:
         atomic_write_text(args.out, json.dumps(report, indent=1))
     return 0
+
+
+def _batch(predictor, photos: list, b: int):
+    """B prepared inputs of one shape (one forward pass): the first B inputs whose network input
+    has the first one's shape, repeated when there are fewer. -> (prepared list, names)."""
+    first = predictor.prepare(photos[0][1])
+    chosen, names = [first], [photos[0][0]]
+    for name, img in photos[1:]:
+        if len(chosen) == b:
+            break
+        prep = predictor.prepare(img)
+        if prep[0].shape == first[0].shape:
+            chosen.append(prep)
+            names.append(name)
+    k = len(chosen)
+    return [chosen[i % k] for i in range(b)], [names[i % k] for i in range(b)]
 
 
 def _print_row(r: dict) -> None:
