@@ -21,7 +21,7 @@ def test_speed_paths_json(tmp_path, capsys):
     rows = {(r["model"], r["path"], r["batch"]): r for r in rep["rows"]}
     assert len(rows) == 3 * 2
     for (model, path, batch), r in rows.items():
-        assert r["candidates"] == 3 and r["input"] == ["photo.png"] * batch
+        assert r["candidates"] == 3 and r["input"] == ["photo.png"] * 2
         assert r["ms_per_image"] > 0 and r["cpu_ms_per_image"] > 0
         stages = r["stages_ms_per_image"]
         assert stages["network"] > 0 and stages["pose_nms"] > 0 and "rest" in stages

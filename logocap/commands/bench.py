@@ -14,9 +14,10 @@ so by default the center map is replaced by a fixed positive random one and exac
 (``--weights``) run as they are.
 
 Photos: the still images of ``--inputs`` (a folder or files); default the shared photos
-(``shared/assets``) when present, else a random image. A batch of B is the first B inputs whose
-network input has the first one's shape (repeated when there are fewer): one forward pass, one
-decode.
+(``shared/assets``) when present, else a random image. The timed images are the first N inputs
+whose network input has the first one's shape (N = the largest ``--batch``; repeated when there
+are fewer), fed B at a time for each ``--batch`` B: one forward pass and one decode per B
+images, the same images for every B.
 """
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "64); default 512 for --model, the checkpoint's for --weights")
     p.add_argument("--candidates", type=int, default=30, help="forced number of refined people "
                    "(random center map); 0 = the network's own centers")
-    p.add_argument("--batch", type=int, nargs="+", default=[1], help="images per forward pass "
-                   "(each size timed in the same interleaved loop)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1], help="images per forward pass; "
+                   "each size runs the same max(--batch) images")
     p.add_argument("--paths", nargs="+", default=["reference", "fast", "bf16"],
                    choices=["reference", "fast", "bf16"], help="test-time paths to compare")
     p.add_argument("--iters", type=int, default=3, help="timed iterations (after 1 warm-up)")
@@ -160,12 +161,12 @@ def run(args) -> int:
     for label, model, meta, size, tc, norm, forced in _subjects(args):
         preds = build_predictors(model, meta, size, tc, args.paths, args.device, forced, norm)
         first = next(iter(preds.values()))
-        for b in args.batch:
-            batch, names = _batch(first, photos, b)
-            rec = time_paths(preds, batch, args.iters)
-            for path, s in summarize(rec, b).items():
+        inputs, names = _batch(first, photos, max(args.batch))
+        for b in args.batch:  # the same images, fed b at a time
+            rec = time_paths(preds, inputs, args.iters, batch=b)
+            for path, s in summarize(rec, len(inputs)).items():
                 rows.append({"model": label, "path": path, "batch": b, "input": names,
-                             "input_shape": list(batch[0][0].shape[-2:]),
+                             "input_shape": list(inputs[0][0].shape[-2:]),
                              "candidates": tc.get("topk") if forced else "natural", **s})
                 _print_row(rows[-1])
         if args.accuracy:

@@ -128,23 +128,31 @@ def _stages(timings: dict, forward_s: float) -> dict:
     return t
 
 
-def time_paths(predictors: dict, prepared: list, iters: int = 3, warmup: int = 1) -> dict:
+def time_paths(predictors: dict, prepared: list, iters: int = 3, warmup: int = 1,
+               batch: int | None = None) -> dict:
     """Interleaved timing: every iteration runs each path once on the same prepared images.
 
-    ``prepared``: [(tensor, affine, size), ...] (one forward pass when the shapes agree).
-    Returns {path: [{"wall", "cpu", <stage>: seconds, ...} per iteration]} (whole batch).
+    ``prepared``: [(tensor, affine, size), ...], fed ``batch`` at a time (default all at once;
+    same-shape inputs share one forward pass). Returns {path: [{"wall", "cpu", <stage>:
+    seconds, ...} per iteration]} (all images).
     """
-    tensors, affines, sizes = zip(*prepared)
+    b = batch or len(prepared)
+    chunks = [tuple(zip(*prepared[i:i + b])) for i in range(0, len(prepared), b)]
+
+    def run(p, timings=None):
+        for tensors, affines, sizes in chunks:
+            p.predict_prepared(tensors, affines, sizes, timings=timings)
+
     for _ in range(warmup):
         for p in predictors.values():
-            p.predict_prepared(tensors, affines, sizes)
+            run(p)
     rec = {name: [] for name in predictors}
     for _ in range(iters):
         for name, p in predictors.items():
             timings: dict = {}
             p.net.seconds = 0.0
             c0, t0 = time.process_time(), time.perf_counter()
-            p.predict_prepared(tensors, affines, sizes, timings=timings)
+            run(p, timings)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             rec[name].append({"wall": wall, "cpu": cpu, **_stages(timings, p.net.seconds)})
     return rec
