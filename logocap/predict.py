@@ -180,7 +180,9 @@ class Predictor:
         LOGO-CAP decoder's "local_kems", "local_kams", "global_kams" (center-offset: "decode";
         DEKR / HGR: "decode" holds their network passes too) and "pose_nms".
         """
-        batch = batch.to(self.device)
+        # the weights' dtype (float64 for a model trained in fp64), float32 otherwise
+        dtype = next(self.model.parameters(), torch.empty(0)).dtype
+        batch = batch.to(self.device, dtype=dtype if dtype.is_floating_point else torch.float32)
         return self.family.decode(self.net, batch, self.meta, self.cfg, timings)
 
     def predict_prepared(self, tensors, affines, sizes, timings: dict | None = None) -> list[Poses]:
