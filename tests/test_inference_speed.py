@@ -197,3 +197,24 @@ def test_cli_precision_flag(tmp_path, capsys):
               "--precision", "fp16"])
     assert e.value.code == 2
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_chunked_global_stage_equals_one_call():
+    from logocap.codecs.logocap_decode import decode_cfg, refine
+
+    torch.manual_seed(0)
+    model = create_model("logocap_hrnet_tiny").eval()
+    g = torch.Generator().manual_seed(4)
+    up = torch.rand(2, COCO.num_keypoints + 1, 96, 128, generator=g)
+    emb = torch.randn(2, model.embed_dim, 24, 32, generator=g)
+    n = 11
+    bi = torch.arange(n) % 2
+    poses = torch.rand(n, COCO.num_keypoints, 2, generator=g) * torch.tensor([127.0, 95.0])
+    cfg = decode_cfg({"global_size": 41})
+    with torch.no_grad():
+        for level in ("full", "kems"):
+            one = refine(model, up, emb, bi, poses, COCO.sigmas, cfg, level=level)
+            parts = refine(model, up, emb, bi, poses, COCO.sigmas, cfg, level=level, chunk=4)
+            torch.testing.assert_close(parts["joints"], one["joints"], rtol=0, atol=1e-5)
+            torch.testing.assert_close(parts["values"], one["values"], rtol=1e-6, atol=1e-7)
+            assert "global_kem" in one and "global_kem" not in parts

@@ -25,6 +25,11 @@ __all__ = ["ADAPTATIONS", "IMPLS", "decode_cfg", "sample_mode", "gaussian_window
            "global_kems", "reweigh", "adapt", "top2", "refine", "decode_logocap"]
 
 ADAPTATIONS = ("none", "kems", "partial", "full")
+# Test decoding runs the global stage GLOBAL_CHUNK candidates at a time: each candidate carries
+# K x 97 x 97 global KEMs, and for a batch of 8 images (~200 candidates, ~150 MB) one call ran
+# 1.5x slower per image than chunks of 16 (synthetic LOGO-CAP checkpoint, 1 thread: 184 vs
+# 120 ms per image), so batching images made decoding slower instead of faster.
+GLOBAL_CHUNK = 16
 # Global-KEM sampling: "fast" (separable window gather, ``mesh.sample_window``) or "reference" (the
 # per-point gather of every 97x97 grid point, as the released code does). Identical values; the
 # reference stays selectable as the baseline of the speed benchmark.
@@ -133,7 +138,7 @@ def top2(maps: torch.Tensor, lam: float = 0.75):
 
 def refine(model, heatmaps_up: torch.Tensor, embedding: torch.Tensor, batch_index: torch.Tensor,
            poses: torch.Tensor, sigmas, cfg: dict, clamp: bool = True, timings: dict | None = None,
-           level: str = "full", mesh: torch.Tensor | None = None) -> dict:
+           level: str = "full", mesh: torch.Tensor | None = None, chunk: int | None = None) -> dict:
     """The LOGO-CAP refinement of N candidates (steps 7-13), the one used by test decoding and by
     the training criterion. poses [N, K, 2] input px; heatmaps_up [B, >=K, H, W]; embedding
     [B, d, h, w]; batch_index [N] (the image of each candidate).
@@ -146,6 +151,9 @@ def refine(model, heatmaps_up: torch.Tensor, embedding: torch.Tensor, batch_inde
     training passes ``clamp=False`` (raw KAMs) and non-detached heatmaps, for which the global
     gather falls back to the differentiable reference (same values). ``mesh`` [N, K, m, m, 2]:
     the local meshes when the caller has them already (training), else built here.
+    ``chunk`` (inference only): the global stage (sampling, reweighing, adaptation, top-2) runs
+    that many candidates at a time, with the same values; ``global_kem`` / ``refined`` are then
+    not returned. The CMP stays one call over all N candidates.
 
     Returns dict(joints [N,K,2], values [N,K]) plus what the level computed: mesh [N,K,m,m,2],
     kams [N,K,m,m], global_kem [N,K,a,a] (after reweighing), refined [N,K,a,a].
@@ -172,14 +180,32 @@ def refine(model, heatmaps_up: torch.Tensor, embedding: torch.Tensor, batch_inde
             values, best = kams.flatten(-2).max(-1)  # [N, K]
             joints = mesh.flatten(2, 3).gather(2, best[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
             return {**out, "joints": joints, "values": values}
-    gk = global_kems(heatmaps_up, batch_index, poses, int(cfg["global_size"]), mode, cfg["impl"])
-    gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast" and not gk.requires_grad)
-    out["global_kem"] = gk
-    if level == "full":
-        out["refined"] = gk = adapt(gk, out["kams"])
-    off, values = top2(gk, float(cfg["top2_lambda"]))
+    n = poses.shape[0]
+    if chunk and n > chunk and not (torch.is_grad_enabled() and heatmaps_up.requires_grad):
+        parts = [_global_stage(heatmaps_up, batch_index[s:s + chunk], poses[s:s + chunk],
+                               out["kams"][s:s + chunk] if level == "full" else None, cfg, mode)
+                 for s in range(0, n, chunk)]
+        off = torch.cat([p[0] for p in parts])
+        values = torch.cat([p[1] for p in parts])
+    else:
+        off, values, gk, refined = _global_stage(heatmaps_up, batch_index, poses,
+                                                 out.get("kams") if level == "full" else None,
+                                                 cfg, mode, keep=True)
+        out["global_kem"] = gk
+        if refined is not None:
+            out["refined"] = refined
     tick("global_kams")
     return {**out, "joints": poses + off, "values": values}
+
+
+def _global_stage(heatmaps_up, batch_index, poses, kams, cfg, mode, keep: bool = False):
+    """Global KEMs -> reweighing -> adaptation by ``kams`` (None: "kems" level) -> top-2.
+    Returns (offset [N, K, 2], value [N, K]) plus, with ``keep``, (global KEM, refined)."""
+    gk = global_kems(heatmaps_up, batch_index, poses, int(cfg["global_size"]), mode, cfg["impl"])
+    gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast" and not gk.requires_grad)
+    refined = adapt(gk, kams) if kams is not None else None
+    off, values = top2(refined if refined is not None else gk, float(cfg["top2_lambda"]))
+    return (off, values, gk, refined) if keep else (off, values)
 
 
 class _Ticker:
@@ -233,7 +259,7 @@ def decode_logocap(model, fused: dict, embedding: torch.Tensor, meta, cfg: dict 
     poses0 = init[bi, ti]  # [N, K, 2]
     tick("local_kems")
     r = refine(model, up, embedding, bi, poses0, meta.sigmas, cfg, clamp=True, timings=timings,
-               level=cfg["adaptation"])
+               level=cfg["adaptation"], chunk=GLOBAL_CHUNK)
     joints, values = r["joints"], r["values"]
     tick.t = tick._now() if timings is not None else 0.0  # refine timed its own stages
     joint_scores = values * cs[bi, ti][:, None]
