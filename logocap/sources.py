@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .utils import LogocapError
+from .utils import LogocapError, single_thread_worker
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "MAX_IMAGE_PIXELS", "MAX_ASPECT", "check_image_size",
            "to_rgb_uint8", "read_image", "list_images", "ImageSource", "VideoSource",
@@ -357,14 +357,6 @@ class PreparedImages:
         return item
 
 
-def _worker_init(_):
-    import cv2
-    import torch
-
-    torch.set_num_threads(1)  # decode in parallel processes, not parallel threads per process
-    cv2.setNumThreads(1)
-
-
 def _as_list(batch):
     return batch
 
@@ -377,5 +369,6 @@ def prepared_loader(dataset: PreparedImages, batch_size: int = 1, workers: int =
         raise LogocapError(f"workers must be >= 0, got {workers}")
     return DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False,
                       num_workers=int(workers), collate_fn=_as_list,
-                      worker_init_fn=_worker_init if workers else None,
+                      # decode in parallel processes, not parallel threads per process
+                      worker_init_fn=single_thread_worker if workers else None,
                       persistent_workers=False, prefetch_factor=2 if workers else None)
