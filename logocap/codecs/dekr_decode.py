@@ -178,6 +178,31 @@ def _masked_max(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid.any(1), m, torch.ones_like(m))
 
 
+def merge_scales(per_scale, input_hw: tuple[int, int], cfg: dict):
+    """The candidates of every test scale as one set (DEKR's multi-scale rule, also HGR's).
+
+    Returns (poses [B, N, K, 2] regressed, center scores [B, N], valid [B, N], heatmaps averaged
+    over the scales [B, K+1, H, W]); the center scores of scales other than 1 are rescaled to
+    the scale-1 maximum x ``scale_decrease`` (per image).
+    """
+    by_scale = {float(s): (hm, pm) for s, hm, pm in per_scale}
+    if sorted(by_scale, reverse=True) != cfg["scales"]:
+        raise LogocapError(f"decoder got scales {sorted(by_scale)}, test.scales is {cfg['scales']}")
+    cands = [scale_candidates(*by_scale[s], s, input_hw, cfg["topk"], cfg["center_threshold"])
+             for s in cfg["scales"]]
+    heat_avg = torch.stack([c["heatmaps_up"] for c in cands]).mean(0)
+    ref = cands[cfg["scales"].index(1.0)]
+    ref_max = _masked_max(ref["center_scores"], ref["valid"])
+    cscores = []
+    for s, c in zip(cfg["scales"], cands):
+        cs = c["center_scores"]
+        if s != 1.0:
+            cs = cs / _masked_max(cs, c["valid"])[:, None] * ref_max[:, None] * cfg["scale_decrease"]
+        cscores.append(cs)
+    poses = torch.cat([c["poses"] for c in cands], dim=1)
+    return poses, torch.cat(cscores, dim=1), torch.cat([c["valid"] for c in cands], dim=1), heat_avg
+
+
 def decode_dekr_outputs(per_scale: list[tuple[float, torch.Tensor, torch.Tensor]],
                         input_hw: tuple[int, int], meta, cfg: dict | None = None) -> dict:
     """Maps of every test scale -> scored candidates and the pose-NMS ``keep`` (input px).
@@ -188,27 +213,8 @@ def decode_dekr_outputs(per_scale: list[tuple[float, torch.Tensor, torch.Tensor]
     valid [B, N], keep [B, N], heatmaps_avg [B, K+1, H, W]); N = topk x number of scales.
     """
     cfg = dekr_test_cfg(cfg)
-    by_scale = {float(s): (hm, pm) for s, hm, pm in per_scale}
-    if sorted(by_scale, reverse=True) != cfg["scales"]:
-        raise LogocapError(f"decoder got scales {sorted(by_scale)}, test.scales is {cfg['scales']}")
     k = meta.num_keypoints
-    cands = [scale_candidates(*by_scale[s], s, input_hw, cfg["topk"], cfg["center_threshold"])
-             for s in cfg["scales"]]
-    heat_avg = torch.stack([c["heatmaps_up"] for c in cands]).mean(0)
-
-    # center scores of the other scales, rescaled to the scale-1 maximum x DECREASE (per image)
-    ref = cands[cfg["scales"].index(1.0)]
-    ref_max = _masked_max(ref["center_scores"], ref["valid"])
-    cscores = []
-    for s, c in zip(cfg["scales"], cands):
-        cs = c["center_scores"]
-        if s != 1.0:
-            cs = cs / _masked_max(cs, c["valid"])[:, None] * ref_max[:, None] * cfg["scale_decrease"]
-        cscores.append(cs)
-    poses = torch.cat([c["poses"] for c in cands], dim=1)  # [B, N, K, 2]
-    cscore = torch.cat(cscores, dim=1)
-    valid = torch.cat([c["valid"] for c in cands], dim=1)
-
+    poses, cscore, valid, heat_avg = merge_scales(per_scale, input_hw, cfg)
     heat = _read_floor(heat_avg[:, :k], poses)  # [B, N, K]
     joint = cscore[..., None] * heat
     rank = heat.mean(-1)

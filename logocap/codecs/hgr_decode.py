@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..config import default_test_settings
 from ..utils import LogocapError
-from .dekr_decode import DEKR_TEST_DEFAULTS, dekr_outputs, dekr_test_cfg, scale_candidates
+from .dekr_decode import DEKR_TEST_DEFAULTS, dekr_outputs, dekr_test_cfg, merge_scales
 from .nms import pose_nms
 
 __all__ = ["HGR_TEST_DEFAULTS", "hgr_test_cfg", "heatmap_candidates", "group_keypoints",
@@ -171,11 +171,6 @@ def _joint_heat(heat, xy, absorbed, index, cand_val):
 
 
 # --------------------------------------------------------------------------- decoding
-def _masked_max(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    m = torch.where(valid, x, torch.full_like(x, -float("inf"))).amax(1)
-    return torch.where(valid.any(1), m, torch.ones_like(m))
-
-
 def decode_hgr_outputs(per_scale: list[tuple[float, torch.Tensor, torch.Tensor]],
                        input_hw: tuple[int, int], meta, cfg: dict | None = None) -> dict:
     """Maps of every test scale -> grouped, scored poses and the pose-NMS ``keep`` (input px).
@@ -186,24 +181,8 @@ def decode_hgr_outputs(per_scale: list[tuple[float, torch.Tensor, torch.Tensor]]
     absorbed [B, N, K], center_scores [B, N], heatmaps_avg [B, K+1, H, W]).
     """
     cfg = hgr_test_cfg(cfg)
-    by_scale = {float(s): (hm, pm) for s, hm, pm in per_scale}
-    if sorted(by_scale, reverse=True) != cfg["scales"]:
-        raise LogocapError(f"decoder got scales {sorted(by_scale)}, test.scales is {cfg['scales']}")
     k = meta.num_keypoints
-    cands = [scale_candidates(*by_scale[s], s, input_hw, cfg["topk"], cfg["center_threshold"])
-             for s in cfg["scales"]]
-    heat_avg = torch.stack([c["heatmaps_up"] for c in cands]).mean(0)
-    ref = cands[cfg["scales"].index(1.0)]
-    ref_max = _masked_max(ref["center_scores"], ref["valid"])
-    cscores = []
-    for s, c in zip(cfg["scales"], cands):
-        cs = c["center_scores"]
-        if s != 1.0:  # as DEKR: other scales' center scores -> scale-1 max x scale_decrease
-            cs = cs / _masked_max(cs, c["valid"])[:, None] * ref_max[:, None] * cfg["scale_decrease"]
-        cscores.append(cs)
-    regressed = torch.cat([c["poses"] for c in cands], dim=1)  # [B, N, K, 2]
-    cscore = torch.cat(cscores, dim=1)
-    valid = torch.cat([c["valid"] for c in cands], dim=1)
+    regressed, cscore, valid, heat_avg = merge_scales(per_scale, input_hw, cfg)  # as DEKR
 
     heat = heat_avg[:, :k]
     cand_xy, cand_val, cand_ok = heatmap_candidates(heat)

@@ -189,9 +189,13 @@ class AdaptBlock(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
         if zero_transform:
-            for m in (self.transform_matrix_conv, self.translation_conv):
-                nn.init.zeros_(m.weight)
-                nn.init.zeros_(m.bias)
+            self.zero_transform_()
+
+    def zero_transform_(self) -> None:
+        """Zero the convs that predict A and t (the released init)."""
+        for m in (self.transform_matrix_conv, self.translation_conv):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
 
     def offsets(self, x: torch.Tensor) -> torch.Tensor:
         """The torchvision-layout offsets A r - r + t [B, 18, H, W] (for inspection and tests)."""

@@ -121,3 +121,17 @@ class AttentiveNorm2d(nn.BatchNorm2d):
         gamma = (gates @ self.weight_)[:, :, None, None]  # [B, C, 1, 1]
         beta = (gates @ self.bias_)[:, :, None, None]
         return gamma * normed + beta
+
+
+def official_init_(*modules: nn.Module) -> None:
+    """The released init of HRNet and its heads: every conv normal(std 0.001) with zero bias,
+    BatchNorm weight 1 / bias 0 (backbones are then overwritten by ImageNet weights)."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)

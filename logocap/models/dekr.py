@@ -24,7 +24,7 @@ from torch import nn
 
 from ..meta import COCO
 from .adaptive import AdaptBlock
-from .blocks import BasicBlock, conv_bn_relu
+from .blocks import BasicBlock, conv_bn_relu, official_init_
 from .hrnet import HRNet
 
 __all__ = ["DekrModel", "is_dekr"]
@@ -75,22 +75,11 @@ class DekrModel(HRNet):
         self._init_heads()
 
     def _init_heads(self) -> None:
-        heads = (self.transition_heatmap, self.transition_offset, self.head_heatmap,
-                 self.offset_feature_layers, self.offset_final_layer)
-        for head in heads:
-            for m in head.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.normal_(m.weight, std=0.001)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+        official_init_(self.transition_heatmap, self.transition_offset, self.head_heatmap,
+                       self.offset_feature_layers, self.offset_final_layer)
         for m in self.offset_feature_layers.modules():  # then A = 0, t = 0
             if isinstance(m, AdaptBlock):
-                for conv in (m.transform_matrix_conv, m.translation_conv):
-                    nn.init.zeros_(conv.weight)
-                    nn.init.zeros_(conv.bias)
+                m.zero_transform_()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The concatenated 1/4-resolution trunk feature [B, 15 w, H/4, W/4]."""

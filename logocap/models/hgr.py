@@ -35,7 +35,7 @@ from torch import nn
 
 from ..meta import COCO
 from .adaptive import AdaptBlock
-from .blocks import BN_MOMENTUM, conv_bn_relu
+from .blocks import BN_MOMENTUM, conv_bn_relu, official_init_
 from .hrnet import HRNet
 
 __all__ = ["HgrModel", "PlainUnit", "is_hgr"]
@@ -103,22 +103,11 @@ class HgrModel(HRNet):
         self._init_heads()
 
     def _init_heads(self) -> None:
-        heads = (self.transition_heatmap, self.heatmap_units, self.heatmap_final,
-                 self.transition_regression, self.regression_units, self.regression_final)
-        for head in heads:
-            for m in head.modules():
-                if isinstance(m, nn.Conv2d):
-                    nn.init.normal_(m.weight, std=0.001)
-                    if m.bias is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+        official_init_(self.transition_heatmap, self.heatmap_units, self.heatmap_final,
+                       self.transition_regression, self.regression_units, self.regression_final)
         for m in list(self.heatmap_units) + list(self.regression_units):
             if isinstance(m, AdaptBlock):  # T = I, t = 0: the unit starts as the plain unit
-                for conv in (m.transform_matrix_conv, m.translation_conv):
-                    nn.init.zeros_(conv.weight)
-                    nn.init.zeros_(conv.bias)
+                m.zero_transform_()
                 with torch.no_grad():
                     m.transform_matrix_conv.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]))
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BN_MOMENTUM, BasicBlock, Bottleneck
+from .blocks import BN_MOMENTUM, BasicBlock, Bottleneck, official_init_
 
 __all__ = ["HRNet", "HighResolutionModule"]
 
@@ -158,14 +158,7 @@ class HRNet(nn.Module):
     def init_weights(self) -> None:
         """Official backbone init: convs normal(std 0.001), BN weight 1 / bias 0 (meant to be
         overwritten by ImageNet weights)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        official_init_(self)
 
     def forward_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four stage-4 branches at strides 4, 8, 16, 32."""
