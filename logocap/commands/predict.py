@@ -126,14 +126,38 @@ def write_together(json_path: Path, text: str, picture_path: Path, picture: byte
         raise
 
 
-def run(args) -> int:
+def predict_each(images: list, out, meta, threshold: float, predict_one) -> tuple[int, int]:
+    """The per-image mode: read each image (unreadable ones are warned about and skipped),
+    ``predict_one(path, image) -> Poses``, write ``<name>.poses.json`` + ``<name>.poses.jpg``
+    together. Returns (images done, images skipped)."""
     import json
 
     from tqdm import tqdm
 
     from ..data.transforms import load_image
-    from ..predict import Predictor
     from ..viz import draw_poses, encode_image
+
+    done = skipped = 0
+    for path, rel in tqdm(images, desc="predict", unit="img", file=sys.stderr):
+        problems = []
+        try:
+            img = load_image(path, problems)
+        except LogocapError as e:
+            tqdm.write(f"warning: skipped: {e}", file=sys.stderr)
+            skipped += 1
+            continue
+        for msg in problems:
+            tqdm.write(f"warning: {msg}", file=sys.stderr)
+        poses = predict_one(path, img)
+        json_path, jpg_path = output_paths(path, rel, out)
+        picture = encode_image(draw_poses(img, poses, meta, threshold), ".jpg")
+        write_together(json_path, json.dumps(poses.to_dict(), indent=1), jpg_path, picture)
+        done += 1
+    return done, skipped
+
+
+def run(args) -> int:
+    from ..predict import Predictor
     from ..onnx_backend import choose_backend
     from .common import check_device, check_out
 
@@ -173,22 +197,9 @@ def run(args) -> int:
     if args.batch is not None or args.workers is not None:
         return _run_at_scale(args, predictor, images, len(missing))
 
-    done, skipped = 0, len(missing)
-    for path, rel in tqdm(images, desc="predict", unit="img", file=sys.stderr):
-        problems = []
-        try:
-            img = load_image(path, problems)
-        except LogocapError as e:
-            tqdm.write(f"warning: skipped: {e}", file=sys.stderr)
-            skipped += 1
-            continue
-        for msg in problems:
-            tqdm.write(f"warning: {msg}", file=sys.stderr)
-        poses = predictor.predict(img)
-        json_path, jpg_path = output_paths(path, rel, args.out)
-        picture = encode_image(draw_poses(img, poses, predictor.meta, args.threshold), ".jpg")
-        write_together(json_path, json.dumps(poses.to_dict(), indent=1), jpg_path, picture)
-        done += 1
+    done, skipped = predict_each(images, args.out, predictor.meta, args.threshold,
+                                 lambda path, img: predictor.predict(img))
+    skipped += len(missing)
     print(f"processed {done}, skipped {skipped}")
     if done == 0:
         raise LogocapError(f"none of the {len(images)} images could be read")

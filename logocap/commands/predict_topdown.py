@@ -13,7 +13,6 @@ size, NaN, missing fields) stop the run before any output with one line naming t
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -49,14 +48,10 @@ def is_topdown_checkpoint(weights, model_name: str | None) -> bool:
 
 def run_topdown(args, images: list, missing: list) -> int:
     """``logocap predict`` for a top-down model; ``images`` = [(path, relative path)]."""
-    from tqdm import tqdm
-
-    from ..data.transforms import load_image
     from ..engine.checkpoint import build_model_from_checkpoint, load_checkpoint
     from ..models.sar import is_topdown
     from ..topdown import TopDownPredictor, check_topdown_boxes, image_ids_for_files, load_boxes
-    from ..viz import draw_poses, encode_image
-    from .predict import output_paths, write_together
+    from .predict import predict_each
 
     if args.boxes is None:
         name = _model_name(args.weights, args.model)
@@ -84,27 +79,20 @@ def run_topdown(args, images: list, missing: list) -> int:
     size = args.size or info.get("input_size") or model.input_hw[0]
     predictor = TopDownPredictor(model, meta, size, {"flip": not args.no_flip}, args.device,
                                  info.get("normalization"))
-    done, skipped, outside, people = 0, len(missing), 0, 0
+    outside = people = 0
     empty = (np.zeros((0, 4)), np.zeros(0))
-    for path, rel in tqdm(images, desc="predict", unit="img", file=sys.stderr):
-        problems = []
-        try:
-            img = load_image(path, problems)
-        except LogocapError as e:
-            tqdm.write(f"warning: skipped: {e}", file=sys.stderr)
-            skipped += 1
-            continue
-        for msg in problems:
-            tqdm.write(f"warning: {msg}", file=sys.stderr)
+
+    def predict_one(path, img):
+        nonlocal outside, people
         b, s = boxes.get(ids[Path(path)], empty)
         poses = predictor.predict(img, b, s, image_id=ids[Path(path)])
         poses.path = str(path)
         outside += predictor.last_skipped
         people += len(poses)
-        json_path, jpg_path = output_paths(path, rel, args.out)
-        picture = encode_image(draw_poses(img, poses, predictor.meta, args.threshold), ".jpg")
-        write_together(json_path, json.dumps(poses.to_dict(), indent=1), jpg_path, picture)
-        done += 1
+        return poses
+
+    done, skipped = predict_each(images, args.out, predictor.meta, args.threshold, predict_one)
+    skipped += len(missing)
     print(f"processed {done}, skipped {skipped}; {people} people from the boxes"
           + (f"; skipped {outside} box(es) lying entirely outside their image" if outside else ""))
     if done == 0:
