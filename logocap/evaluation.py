@@ -284,15 +284,7 @@ def coco_evaluate(results, coco_gt, meta=None, img_ids: Iterable[int] | None = N
         ``{name: float}`` in the order of :func:`metric_names` (all 0.0 for empty results; -1 is
         pycocotools' value when no evaluated image has labelled people).
     """
-    coco_gt, meta = check_ground_truth(coco_gt, meta)
-    dets = _clean_results(load_results(results), coco_gt, meta)
-
-    known = set(coco_gt.getImgIds())
-    img_ids = sorted(known) if img_ids is None else sorted(set(img_ids))
-    unknown = [i for i in img_ids if i not in known]
-    if unknown:
-        raise LogocapError(f"{len(unknown)} evaluated image id(s) are not in the annotation file "
-                           f"(first: {unknown[0]!r})")
+    coco_gt, meta, dets, img_ids = _prepare(results, coco_gt, meta, img_ids)
     names = metric_names(meta)
     if not dets:
         # loadRes cannot take an empty list; no prediction means AP = AR = 0 by definition.
@@ -307,6 +299,20 @@ def coco_evaluate(results, coco_gt, meta=None, img_ids: Iterable[int] | None = N
     if out_json is not None:
         atomic_write_text(out_json, json.dumps(metrics, indent=1))
     return metrics
+
+
+def _prepare(results, coco_gt, meta, img_ids):
+    """Checked ground truth and meta, cleaned results, and the sorted evaluated image ids (every
+    one of them must be in the annotation file)."""
+    coco_gt, meta = check_ground_truth(coco_gt, meta)
+    dets = _clean_results(load_results(results), coco_gt, meta)
+    known = set(coco_gt.getImgIds())
+    img_ids = sorted(known) if img_ids is None else sorted(set(img_ids))
+    unknown = [i for i in img_ids if i not in known]
+    if unknown:
+        raise LogocapError(f"{len(unknown)} evaluated image id(s) are not in the annotation file "
+                           f"(first: {unknown[0]!r})")
+    return coco_gt, meta, dets, img_ids
 
 
 KPT_ERROR_OKS = 0.5  # Kpt.Error matches at COCOeval's loosest OKS threshold
@@ -327,14 +333,7 @@ def keypoint_error(results, coco_gt, meta=None, img_ids: Iterable[int] | None = 
     Returns ``{"mean_px", "per_joint_px" {name: px}, "joints", "matched_people", "gt_people",
     "oks_threshold"}``; a mean over no joint is None.
     """
-    coco_gt, meta = check_ground_truth(coco_gt, meta)
-    dets = _clean_results(load_results(results), coco_gt, meta)
-    known = set(coco_gt.getImgIds())
-    img_ids = sorted(known) if img_ids is None else sorted(set(img_ids))
-    unknown = [i for i in img_ids if i not in known]
-    if unknown:
-        raise LogocapError(f"{len(unknown)} evaluated image id(s) are not in the annotation file "
-                           f"(first: {unknown[0]!r})")
+    coco_gt, meta, dets, img_ids = _prepare(results, coco_gt, meta, img_ids)
     k = meta.num_keypoints
     pairs = []  # (gt keypoints [K, 3], predicted keypoints [K, 3])
     if dets:
