@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .utils import LogocapError, single_thread_worker
+from .utils import LogocapError, single_thread_opencv, single_thread_worker
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "MAX_IMAGE_PIXELS", "MAX_ASPECT", "check_image_size",
            "to_rgb_uint8", "read_image", "list_images", "ImageSource", "VideoSource",
@@ -367,6 +367,8 @@ def prepared_loader(dataset: PreparedImages, batch_size: int = 1, workers: int =
 
     if workers < 0:
         raise LogocapError(f"workers must be >= 0, got {workers}")
+    if workers:
+        single_thread_opencv()  # before the workers are forked (see utils.single_thread_worker)
     return DataLoader(dataset, batch_size=max(1, int(batch_size)), shuffle=False,
                       num_workers=int(workers), collate_fn=_as_list,
                       # decode in parallel processes, not parallel threads per process

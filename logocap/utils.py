@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["LogocapError", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save", "machine_info",
-           "cpu_flags", "native_bf16", "single_thread_worker"]
+           "cpu_flags", "native_bf16", "single_thread_worker", "single_thread_opencv"]
 
 
 class LogocapError(Exception):
@@ -108,13 +108,20 @@ def native_bf16() -> str | None:
 
 
 def single_thread_worker(worker_id: int = 0) -> None:
-    """``worker_init_fn`` for data-loader workers: one torch / OpenCV thread each, so that
-    workers and the main process never oversubscribe the cores (on a 2-core machine that made
-    training steps 30-100x slower)."""
-    import cv2
+    """``worker_init_fn`` for data-loader workers: one torch thread each, so that workers and
+    the main process never oversubscribe the cores (on a 2-core machine that made training
+    steps 30-100x slower). OpenCV is made single-threaded in the parent before the workers are
+    forked (:func:`single_thread_opencv`): ``cv2.setNumThreads`` inside a forked worker tries to
+    stop the parent's OpenCV thread pool, which the child does not have, and hangs."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def single_thread_opencv() -> None:
+    """Call in the parent before forking data-loader workers (see :func:`single_thread_worker`)."""
+    import cv2
+
     cv2.setNumThreads(1)
 
 

@@ -30,7 +30,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..meta import get_meta
-from ..utils import LogocapError, atomic_write_bytes, atomic_write_text, single_thread_worker
+from ..utils import (LogocapError, atomic_write_bytes, atomic_write_text, single_thread_opencv,
+                     single_thread_worker)
 from . import dist as D
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from ..precision import MixedPrecisionModel, Precision, resolve_precision
@@ -355,6 +356,8 @@ def _train(cfg: dict, info: D.DistInfo, sync_bn: bool | None) -> dict:
     meta = dataset.meta
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=int(tcfg["seed"]), drop_last=True)
+    if int(cfg["data"]["num_workers"]) > 0:
+        single_thread_opencv()  # before the workers are forked (see utils.single_thread_worker)
     loader = DataLoader(dataset, batch_size=int(tcfg["batch_size"]), sampler=sampler,
                         num_workers=int(cfg["data"]["num_workers"]), drop_last=True,
                         worker_init_fn=single_thread_worker,
