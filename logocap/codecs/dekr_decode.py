@@ -203,6 +203,22 @@ def merge_scales(per_scale, input_hw: tuple[int, int], cfg: dict):
     return poses, torch.cat(cscores, dim=1), torch.cat([c["valid"] for c in cands], dim=1), heat_avg
 
 
+def run_scales(model, images_by_scale: dict, meta, cfg: dict):
+    """The network on every test scale (DEKR's, also HGR's): ([(scale, heatmaps, posemap)], the
+    scale-1 raw outputs, the scale-1 input size (H, W))."""
+    missing = [s for s in cfg["scales"] if s not in images_by_scale]
+    if missing:
+        raise LogocapError(f"no input batch for test scale(s) {missing}")
+    per_scale, raw = [], None
+    for s in cfg["scales"]:
+        o = dekr_outputs(model, images_by_scale[s], meta, cfg["flip"])
+        per_scale.append((s, o["heatmaps"], o["posemap"]))
+        if s == 1.0:
+            raw = o["raw"]
+    h1, w1 = images_by_scale[1.0].shape[-2:]
+    return per_scale, raw, (h1, w1)
+
+
 def decode_dekr_outputs(per_scale: list[tuple[float, torch.Tensor, torch.Tensor]],
                         input_hw: tuple[int, int], meta, cfg: dict | None = None) -> dict:
     """Maps of every test scale -> scored candidates and the pose-NMS ``keep`` (input px).
@@ -354,16 +370,7 @@ def decode_dekr(model, images_by_scale: dict, meta, cfg: dict | None = None) -> 
     (the scale-1 network outputs, for checks).
     """
     cfg = dekr_test_cfg(cfg)
-    missing = [s for s in cfg["scales"] if s not in images_by_scale]
-    if missing:
-        raise LogocapError(f"no input batch for test scale(s) {missing}")
-    per_scale, raw = [], None
-    for s in cfg["scales"]:
-        o = dekr_outputs(model, images_by_scale[s], meta, cfg["flip"])
-        per_scale.append((s, o["heatmaps"], o["posemap"]))
-        if s == 1.0:
-            raw = o["raw"]
-    h1, w1 = images_by_scale[1.0].shape[-2:]
+    per_scale, raw, (h1, w1) = run_scales(model, images_by_scale, meta, cfg)
     res = decode_dekr_outputs(per_scale, (h1, w1), meta, cfg)
     res["raw"] = raw
     return res

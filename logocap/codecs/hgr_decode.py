@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..config import default_test_settings
 from ..utils import LogocapError
-from .dekr_decode import DEKR_TEST_DEFAULTS, dekr_outputs, dekr_test_cfg, merge_scales
+from .dekr_decode import DEKR_TEST_DEFAULTS, dekr_test_cfg, merge_scales, run_scales
 from .nms import pose_nms
 
 __all__ = ["HGR_TEST_DEFAULTS", "hgr_test_cfg", "heatmap_candidates", "group_keypoints",
@@ -232,16 +232,7 @@ def decode_hgr(model, images_by_scale: dict, meta, cfg: dict | None = None,
     ``raw`` (the scale-1 network outputs).
     """
     cfg = hgr_test_cfg(cfg)
-    missing = [s for s in cfg["scales"] if s not in images_by_scale]
-    if missing:
-        raise LogocapError(f"no input batch for test scale(s) {missing}")
-    per_scale, raw = [], None
-    for s in cfg["scales"]:
-        o = dekr_outputs(model, images_by_scale[s], meta, cfg["flip"])
-        per_scale.append((s, o["heatmaps"], o["posemap"]))
-        if s == 1.0:
-            raw = o["raw"]
-    h1, w1 = images_by_scale[1.0].shape[-2:]
+    per_scale, raw, (h1, w1) = run_scales(model, images_by_scale, meta, cfg)
     res = decode_hgr_outputs(per_scale, (h1, w1), meta, cfg)
     if cues is not None:
         heat = res["heatmaps_avg"]

@@ -1,13 +1,6 @@
 """``logocap upper-bound``: the empirical upper bound of center-offset decoding (CVPR Table 8,
-supplementary §2 / Alg. 1).
-
-The test decoder runs as usual up to the center-offset candidates (0.01 center filter, heat-value
-scores: adaptation ``none``). Then every joint of every candidate is replaced by the point of its
-inclusive 11x11 local mesh (steps sigma_j / min sigma input px) that has the highest OKS against
-the ground truth (oracle assignment as in training, ``codecs.oks``). GT is mapped into input px
-with the test transform and areas scaled by the transform's scale^2, so OKS is the same as in
-original pixels. Pose NMS, back-projection and COCO AP follow, for the unrefined poses and the
-oracle ones side by side.
+supplementary §2 / Alg. 1); the procedure is described and implemented in
+:mod:`logocap.engine.upper_bound`.
 """
 from __future__ import annotations
 
