@@ -13,6 +13,7 @@ Reading (``load_checkpoint``, ``build_model_from_checkpoint``, ``load_weights``,
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from .. import __version__
@@ -22,7 +23,7 @@ from ..models.weights import (build_model_from_checkpoint, extract_state_dict,  
 from ..utils import atomic_torch_save
 from .dist import unwrap
 
-__all__ = ["save_checkpoint", "load_checkpoint", "build_model_from_checkpoint",
+__all__ = ["save_checkpoint", "slim_checkpoint", "load_checkpoint", "build_model_from_checkpoint",
            "extract_state_dict", "load_weights"]
 
 
@@ -61,3 +62,32 @@ def checkpoint_test_config(info: dict, overrides: dict | None = None) -> dict:
 
     return family_of(info["model_name"]).test_settings(
         (info.get("config") or {}).get("test"), overrides)
+
+
+TRAINING_STATE = ("optimizer", "scheduler", "rng", "scaler")
+FP16_MAX = 6.0e4  # tensors with larger values stay float32 (float16 overflows at 65504)
+
+
+def slim_checkpoint(src, dst, half: bool = False) -> dict:
+    """Copy a checkpoint without its training state (optimizer, scheduler, RNG, scaler): the
+    weights and metadata a user or ``logocap demo`` needs. With ``half`` the floating tensors are
+    stored in float16 (half the file; ``load_checkpoint`` turns them back into float32), except
+    any whose values float16 cannot hold. Returns what was written, with ``"max_rel_error"``: the
+    largest relative error float16 rounding put on any stored tensor (0 without ``half``)."""
+    ck = load_checkpoint(src)
+    for k in TRAINING_STATE:
+        ck.pop(k, None)
+    worst = 0.0
+    if half:
+        sd = {}
+        for k, v in ck["state_dict"].items():
+            if v.is_floating_point() and v.numel() and float(v.abs().max()) < FP16_MAX:
+                h = v.half()
+                scale = float(v.abs().max())
+                if scale > 0:
+                    worst = max(worst, float((h.float() - v).abs().max()) / scale)
+                v = h
+            sd[k] = v
+        ck["state_dict"], ck["stored_dtype"] = sd, "float16"
+    atomic_torch_save(ck, dst)
+    return {"path": str(dst), "max_rel_error": worst}

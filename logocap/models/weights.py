@@ -41,8 +41,15 @@ def read_weights(path, what: str = "checkpoint") -> dict:
 
 
 def load_checkpoint(path) -> dict:
-    """Read a checkpoint safely (weights_only=True) onto the CPU."""
-    return read_weights(path, "checkpoint")
+    """Read a checkpoint safely (weights_only=True) onto the CPU. A slim checkpoint stored in
+    half precision (``"stored_dtype": "float16"``, see ``engine.checkpoint.slim_checkpoint``)
+    comes back with its floating tensors in float32, so every user sees the usual weights."""
+    ckpt = read_weights(path, "checkpoint")
+    if ckpt.get("stored_dtype") == "float16" and isinstance(ckpt.get("state_dict"), dict):
+        ckpt["state_dict"] = {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                              for k, v in ckpt["state_dict"].items()}
+        ckpt["stored_dtype"] = "float32"
+    return ckpt
 
 
 def _is_state_dict(d) -> bool:
