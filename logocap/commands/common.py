@@ -1,5 +1,7 @@
-"""Checks shared by the verbs, run on the arguments before any model is loaded.
+"""Arguments and checks shared by the verbs.
 
+``add_weights_arguments``, ``add_test_arguments`` and ``add_device_arguments`` give the verbs
+that predict (predict, video) the same flags with the same defaults and help.
 ``check_device`` and ``check_out`` turn a device that this machine lacks, or an output place that
 cannot be written, into one clear line (LogocapError) at the start of a command, instead of a
 traceback after minutes of loading or, worse, after the work is done.
@@ -12,7 +14,33 @@ from pathlib import Path
 
 from ..utils import LogocapError
 
-__all__ = ["check_device", "check_out"]
+__all__ = ["add_weights_arguments", "add_test_arguments", "add_device_arguments", "check_device",
+           "check_out"]
+
+
+def add_weights_arguments(p) -> None:
+    """``--weights`` / ``--model``: which network to load."""
+    p.add_argument("--weights", default=None, help="logocap checkpoint, or a plain state_dict "
+                   "(then --model is needed); required unless --onnx is given")
+    p.add_argument("--model", default=None, help="model name (required for plain state_dicts)")
+
+
+def add_test_arguments(p) -> None:
+    """``--size``, ``--threshold``, ``--no-flip``, ``--precision``: the test-time settings."""
+    p.add_argument("--size", type=int, default=None, help="input size (short side, multiple of 64); "
+                   "none = the checkpoint's, else 512 / 640 for W32 / W48")
+    p.add_argument("--threshold", type=float, default=0.3, help="joint score threshold for drawing")
+    p.add_argument("--no-flip", action="store_true", help="disable the flip test (faster)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="network precision "
+                   "(test.precision): bf16 = bfloat16 autocast for the network and the CMP, decoding "
+                   "in fp32; fast on CPUs with AMX / AVX512-BF16 (default: the checkpoint's, fp32)")
+
+
+def add_device_arguments(p) -> None:
+    """``--device`` and the network backend (``--backend`` / ``--onnx``)."""
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    from ..onnx_backend import add_backend_arguments
+    add_backend_arguments(p)
 
 
 def check_device(name: str | None, flag: str = "--device") -> str | None:

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 from ..utils import LogocapError
+from .common import (add_device_arguments, add_test_arguments, add_weights_arguments, check_device,
+                     check_out)
 
 HELP = ("predict poses on images or folders (image a.jpg -> a.jpg.poses.json + a.jpg.poses.jpg; "
         "with --out, the input folders are mirrored below it; with --batch/--workers, one COCO "
@@ -34,23 +36,13 @@ OUTPUT_TAG = ".poses"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively "
                    f"for {', '.join(IMAGE_SUFFIXES)})")
-    p.add_argument("--weights", default=None, help="logocap checkpoint, or a plain state_dict "
-                   "(then --model is needed); required unless --onnx is given")
-    p.add_argument("--model", default=None, help="model name (required for plain state_dicts)")
+    add_weights_arguments(p)
     p.add_argument("--out", default=None, help="output folder, mirroring the input folders below "
                    "the deepest folder common to all PATHs; none = next to each image")
-    p.add_argument("--size", type=int, default=None, help="input size (short side, multiple of 64); "
-                   "none = the checkpoint's, else 512 / 640 for W32 / W48")
-    p.add_argument("--threshold", type=float, default=0.3, help="joint score threshold for drawing")
-    p.add_argument("--no-flip", action="store_true", help="disable the flip test (faster)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="network precision "
-                   "(test.precision): bf16 = bfloat16 autocast for the network and the CMP, decoding "
-                   "in fp32; fast on CPUs with AMX / AVX512-BF16 (default: the checkpoint's, fp32)")
+    add_test_arguments(p)
     p.add_argument("--rescore", default=None, metavar="FILE", help="pose rescoring net "
                    "(e.g. DEKR's final_rescore_coco_kpt.pth or one from rescore training)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    from ..onnx_backend import add_backend_arguments
-    add_backend_arguments(p)
+    add_device_arguments(p)
     td = p.add_argument_group("top-down models (sar_*_topdown; see logocap/commands/predict_topdown.py)")
     td.add_argument("--boxes", default=None, metavar="FILE", help="person boxes, a COCO detection "
                     "json ([{image_id, bbox [x, y, w, h], score}]); required by top-down models")
@@ -159,7 +151,6 @@ def predict_each(images: list, out, meta, threshold: float, predict_one) -> tupl
 def run(args) -> int:
     from ..predict import Predictor
     from ..onnx_backend import choose_backend
-    from .common import check_device, check_out
 
     if args.weights is None and args.onnx is None:
         raise LogocapError("--weights FILE is required (or --onnx FILE for an exported model)")

@@ -21,6 +21,8 @@ from collections import deque
 from pathlib import Path
 
 from ..utils import LogocapError
+from .common import (add_device_arguments, add_test_arguments, add_weights_arguments, check_device,
+                     check_out)
 
 HELP = "predict poses on a video or camera: annotated mp4 with an FPS overlay + JSON lines per frame"
 
@@ -29,25 +31,15 @@ OUTPUT_TAG = ".poses"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE", help="video file, stream URL, or camera index (0, 1, ...)")
-    p.add_argument("--weights", default=None, help="logocap checkpoint, or a plain state_dict "
-                   "(then --model is needed); required unless --onnx is given")
-    p.add_argument("--model", default=None, help="model name (required for plain state_dicts)")
+    add_weights_arguments(p)
     p.add_argument("--out", default=None, help="output folder; none = next to the video "
                    "(the current folder for a camera)")
     p.add_argument("--every", type=int, default=1, help="process every N-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
     p.add_argument("--batch", type=int, default=1, help="frames per forward pass (more = higher "
                    "throughput, higher latency)")
-    p.add_argument("--size", type=int, default=None, help="input size (short side, multiple of 64); "
-                   "none = the checkpoint's, else 512 / 640 for W32 / W48")
-    p.add_argument("--threshold", type=float, default=0.3, help="joint score threshold for drawing")
-    p.add_argument("--no-flip", action="store_true", help="disable the flip test (faster)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="network precision "
-                   "(test.precision): bf16 = bfloat16 autocast for the network and the CMP, decoding "
-                   "in fp32; fast on CPUs with AMX / AVX512-BF16 (default: the checkpoint's, fp32)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    from ..onnx_backend import add_backend_arguments
-    add_backend_arguments(p)
+    add_test_arguments(p)
+    add_device_arguments(p)
     p.add_argument("--show", action="store_true", help="show the annotated frames in a window "
                    "(needs a display and an OpenCV build with a GUI)")
 
@@ -106,7 +98,6 @@ def run(args) -> int:
     from ..api import load
     from ..sources import VideoSource, resolve_source
     from ..viz import draw_poses, draw_text_box
-    from .common import check_device, check_out
 
     if args.weights is None and args.onnx is None:
         raise LogocapError("--weights FILE is required (or --onnx FILE for an exported model)")
