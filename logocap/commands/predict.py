@@ -148,6 +148,16 @@ def predict_each(images: list, out, meta, threshold: float, predict_one) -> tupl
     return done, skipped
 
 
+def report_each(done: int, total: int, out) -> int:
+    """The end of the per-image mode: LogocapError when none of the ``total`` images could be
+    read, else say where the files went. Returns the exit status (0)."""
+    if done == 0:
+        raise LogocapError(f"none of the {total} images could be read")
+    where = "next to the images" if out is None else f"under {out}"
+    print(f"wrote {done} <name>.poses.json + <name>.poses.jpg {where}")
+    return 0
+
+
 def run(args) -> int:
     from ..predict import Predictor
     from ..onnx_backend import choose_backend
@@ -192,11 +202,7 @@ def run(args) -> int:
                                  lambda path, img: predictor.predict(img))
     skipped += len(missing)
     print(f"processed {done}, skipped {skipped}")
-    if done == 0:
-        raise LogocapError(f"none of the {len(images)} images could be read")
-    where = "next to the images" if args.out is None else f"under {args.out}"
-    print(f"wrote {done} <name>.poses.json + <name>.poses.jpg {where}")
-    return 0
+    return report_each(done, len(images), args.out)
 
 
 def _run_at_scale(args, predictor, images, missing: int) -> int:

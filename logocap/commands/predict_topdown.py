@@ -51,7 +51,7 @@ def run_topdown(args, images: list, missing: list) -> int:
     from ..engine.checkpoint import build_model_from_checkpoint, load_checkpoint
     from ..models.sar import is_topdown
     from ..topdown import TopDownPredictor, check_topdown_boxes, image_ids_for_files, load_boxes
-    from .predict import predict_each
+    from .predict import predict_each, report_each
 
     if args.boxes is None:
         name = _model_name(args.weights, args.model)
@@ -95,8 +95,4 @@ def run_topdown(args, images: list, missing: list) -> int:
     skipped += len(missing)
     print(f"processed {done}, skipped {skipped}; {people} people from the boxes"
           + (f"; skipped {outside} box(es) lying entirely outside their image" if outside else ""))
-    if done == 0:
-        raise LogocapError(f"none of the {len(images)} images could be read")
-    where = "next to the images" if args.out is None else f"under {args.out}"
-    print(f"wrote {done} <name>.poses.json + <name>.poses.jpg {where}")
-    return 0
+    return report_each(done, len(images), args.out)
