@@ -26,7 +26,7 @@ from typing import Iterable
 import numpy as np
 
 from .meta import KeypointMeta, get_meta, meta_from_coco_category
-from .utils import LogocapError, atomic_write_text
+from .utils import LogocapError, atomic_write_text, read_json
 
 __all__ = [
     "COCO_METRIC_NAMES", "CROWDPOSE_METRIC_NAMES", "metric_names", "load_coco_gt", "load_results",
@@ -48,19 +48,6 @@ def metric_names(meta: KeypointMeta) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------- loading
-def _read_json(path: str | Path, what: str):
-    path = Path(path)
-    if not path.is_file():
-        raise LogocapError(f"{what} file not found: {path}")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise LogocapError(f"{what} file {path} is not valid JSON: {e.msg} (line {e.lineno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise LogocapError(f"cannot read {what} file {path}: {e}") from None
-
-
 def _coco_from_dict(data: dict, cls):
     """Build a (py|xt)cocotools COCO object from an in-memory dict without its chatter."""
     coco = cls()
@@ -79,7 +66,7 @@ def load_coco_gt(ann):
         return ann
     from pycocotools.coco import COCO
 
-    data = _read_json(ann, "annotation")
+    data = read_json(ann, "annotation")
     if not isinstance(data, dict):
         raise LogocapError(f"annotation file {ann} must hold a JSON object, got {type(data).__name__}")
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
@@ -94,7 +81,7 @@ def load_coco_gt(ann):
 def load_results(results) -> list:
     """The results list from a list or a results json path (not yet validated)."""
     if isinstance(results, (str, Path)):
-        data = _read_json(results, "results")
+        data = read_json(results, "results")
         where = f"results file {results}"
     else:
         data, where = results, "results"

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from .codecs.topdown import (box_to_crop, crop_affines, crop_images, crop_size, 
 from .data.transforms import MEAN, STD
 from .meta import KeypointMeta, get_meta
 from .structures import Poses
-from .utils import LogocapError
+from .utils import LogocapError, read_json
 
 __all__ = ["TopDownPredictor", "load_boxes", "image_ids_for_files", "gt_boxes", "boxes_outside",
            "check_topdown_boxes"]
@@ -146,12 +145,7 @@ def load_boxes(path, category_id: int | None = 1) -> dict:
     NaN / infinite numbers, missing fields: LogocapError naming the entries (index and image_id).
     """
     path = Path(path)
-    if not path.is_file():
-        raise LogocapError(f"boxes file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LogocapError(f"boxes file {path} is not valid JSON: {e}") from None
+    data = read_json(path, "boxes")
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         data = data["annotations"]
     if not isinstance(data, list):

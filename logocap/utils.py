@@ -1,18 +1,34 @@
-"""Small shared helpers: clear user-facing errors, atomic writes."""
+"""Small shared helpers: clear user-facing errors, JSON reading, atomic writes."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["LogocapError", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save", "machine_info",
+__all__ = ["LogocapError", "read_json", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save", "machine_info",
            "cpu_flags", "native_bf16", "single_thread_worker", "single_thread_opencv"]
 
 
 class LogocapError(Exception):
     """An error caused by user input. The CLI prints its message on one line and exits 2."""
+
+
+def read_json(path: str | Path, what: str):
+    """The content of a JSON file; LogocapError (one line) naming ``what`` ("annotation", ...)
+    and ``path`` when the file is missing, unreadable or not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise LogocapError(f"{what} file not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise LogocapError(f"{what} file {path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LogocapError(f"cannot read {what} file {path}: {e}") from None
 
 
 def _atomic_write(path: str | Path, data: bytes) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pycocotools.coco import COCO as CocoApi
 
 from ..codecs.targets import box_diagonal_area, encode_targets, keypoint_box_area
 from ..meta import KeypointMeta, get_meta, meta_from_coco_category
-from ..utils import LogocapError
+from ..utils import LogocapError, read_json
 from .transforms import (affine_scale, apply_affine, load_image, normalize, output_affine,
                          random_affine, test_transform, warp_image)
 
@@ -41,12 +40,7 @@ OFFSET_AREAS = ("segmentation", "keypoint_box", "instance_box")  # offset-weight
 def load_coco_json(ann_file) -> dict:
     """Read and sanity-check a COCO keypoint json; LogocapError (one line) if unusable."""
     path = Path(ann_file)
-    if not path.is_file():
-        raise LogocapError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LogocapError(f"annotation file {path} is not valid JSON: {e}") from None
+    data = read_json(path, "annotation")
     if not isinstance(data, dict):
         raise LogocapError(f"annotation file {path} must hold a JSON object")
     for key in ("images", "annotations", "categories"):
