@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["KeypointMeta", "COCO", "CROWDPOSE", "get_meta", "meta_from_coco_category", "list_metas",
-           "rescore_limbs"]
+__all__ = ["KeypointMeta", "COCO", "CROWDPOSE", "get_meta", "meta_for_model", "meta_from_coco_category",
+           "list_metas", "rescore_limbs"]
 
 
 def _side(name: str) -> str:
@@ -235,6 +235,19 @@ def get_meta(name: str | KeypointMeta | dict) -> KeypointMeta:
         return _REGISTRY[name.lower()]
     except KeyError:
         raise ValueError(f"unknown keypoint set '{name}'; known: {', '.join(list_metas())}") from None
+
+
+def meta_for_model(model, meta: str | KeypointMeta | dict) -> KeypointMeta:
+    """``get_meta(meta)``, checked against the keypoints ``model`` predicts (its ``num_keypoints``,
+    where it names one): LogocapError when the two differ."""
+    from .utils import LogocapError
+
+    meta = get_meta(meta)
+    k = getattr(model, "num_keypoints", meta.num_keypoints)
+    if k != meta.num_keypoints:
+        raise LogocapError(f"model predicts {k} keypoints but the keypoint set "
+                           f"'{meta.name}' has {meta.num_keypoints}")
+    return meta
 
 
 def meta_from_coco_category(category: dict, sigmas: Sequence[float] | None = None,

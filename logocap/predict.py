@@ -28,7 +28,7 @@ from .codecs.decode import to_original
 from .config import DEFAULTS, validate_test_cfg
 from .data.transforms import MEAN, STD, test_transform, warp_image
 from .precision import InferenceModel, resolve_precision
-from .meta import KeypointMeta, get_meta
+from .meta import KeypointMeta, meta_for_model
 from .structures import Poses
 from .utils import LogocapError
 
@@ -80,11 +80,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, meta: KeypointMeta | str = "coco", input_size: int = 512,
                  test_cfg: dict | None = None, device: str | torch.device = "cpu",
                  normalization: dict | None = None, owns_model: bool = False):
-        self.meta = get_meta(meta)
-        k = getattr(model, "num_keypoints", self.meta.num_keypoints)
-        if k != self.meta.num_keypoints:
-            raise LogocapError(f"model predicts {k} keypoints but the keypoint set "
-                               f"'{self.meta.name}' has {self.meta.num_keypoints}")
+        self.meta = meta_for_model(model, meta)
         from .families import family_of
         try:  # the method family decodes (logocap.families)
             self.family = family_of(model)

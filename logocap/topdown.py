@@ -22,7 +22,7 @@ import torch
 from .codecs.topdown import (box_to_crop, crop_affines, crop_images, crop_size, crop_to_original,
                              pose_scores, sar_decode, sar_flip_fuse)
 from .data.transforms import MEAN, STD
-from .meta import KeypointMeta, get_meta
+from .meta import KeypointMeta, meta_for_model
 from .structures import Poses
 from .utils import LogocapError, read_json
 
@@ -44,11 +44,7 @@ class TopDownPredictor:
     def __init__(self, model: torch.nn.Module, meta: KeypointMeta | str = "coco", input_size=None,
                  test_cfg: dict | None = None, device="cpu", normalization: dict | None = None,
                  batch: int = 32):
-        self.meta = get_meta(meta)
-        k = getattr(model, "num_keypoints", self.meta.num_keypoints)
-        if k != self.meta.num_keypoints:
-            raise LogocapError(f"model predicts {k} keypoints but the keypoint set "
-                               f"'{self.meta.name}' has {self.meta.num_keypoints}")
+        self.meta = meta_for_model(model, meta)
         self.crop_hw = crop_size(input_size if input_size is not None
                                  else getattr(model, "input_hw", (256, 192)))
         self.device = torch.device(device)

@@ -10,7 +10,7 @@ from fixtures import make_coco_fixture
 from logocap.codecs.topdown import (box_to_crop, crop_affines, crop_images, crop_size,
                                     crop_to_original, invert_affines, sar_decode, sar_flip_fuse)
 from logocap.data.transforms import apply_affine
-from logocap.meta import COCO
+from logocap.meta import COCO, CROWDPOSE
 from logocap.models import create_model
 from logocap.topdown import (TopDownPredictor, check_topdown_boxes, gt_boxes, image_ids_for_files,
                              load_boxes)
@@ -142,6 +142,8 @@ def test_predictor_known_answer_boxes_chunks_and_outside():
         assert np.allclose(poses.scores, scores[[0, 1, 3]][order] * w, rtol=1e-5)  # box x mean kpt
     with pytest.raises(LogocapError, match="not a box"):
         pred.predict(img, [[0, 0, 0, 10]])
+    with pytest.raises(LogocapError, match="predicts 17 keypoints but the keypoint set 'crowdpose'"):
+        TopDownPredictor(_CentreModel(), CROWDPOSE)
     empty = pred.predict(img, np.zeros((0, 4)))
     assert len(empty) == 0 and empty.keypoints.shape == (0, 17, 3)
 
