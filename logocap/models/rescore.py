@@ -26,6 +26,7 @@ from torch import nn
 
 from ..meta import KeypointMeta, rescore_limbs
 from ..utils import LogocapError, atomic_torch_save
+from .weights import read_weights
 
 __all__ = ["RescoreNet", "rescore_features", "num_features", "load_rescorer", "save_rescorer",
            "rescore_scores", "RESCORE_FORMAT"]
@@ -100,13 +101,7 @@ def load_rescorer(source, meta: KeypointMeta, device="cpu") -> RescoreNet:
     name = "rescoring weights"
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise LogocapError(f"rescoring file not found: {path}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # not a (safe) torch file
-            raise LogocapError(f"cannot read rescoring file {path}: {str(e).splitlines()[0][:200]}") \
-                from None
+        source = read_weights(path, "rescoring file")
         name = f"rescoring file {path.name}"
     if not isinstance(source, dict):
         raise LogocapError(f"{name} holds a {type(source).__name__}, not a state_dict")
