@@ -79,10 +79,18 @@ DEFAULTS: dict = {
         # SAR (losses/sar.py): Laplacian kernel sharpness in map-normalised units, loss form
         "sar_lambda": 16.0,
         "sar_form": "reference",  # reference (-log(sum w r + 1e-6), released) | logsumexp
+        # bottom-up SAR on DEKR (losses/sar_dekr.py, docs/SAR.md): the selector's normalisation
+        # domain (image: every cell, notes §7 default A | person: option B, cells near the
+        # person's center), person-scale normalisation of the pose-level kernel, and the smallest
+        # person (input px^2; DEKR's center rule) that is a pose sample
+        "sar_normalise": "image",
+        "sar_scale_norm": False,
+        "sar_min_area": 1024.0,
         # HGR (losses/hgr.py): Table 4's tradeoff switch (true: Eqn. 4, weight 1 inside each
         # joint's own region and data.bg_weight outside; false: plain MSE) and the center factor
         "tradeoff": True,
-        "center": 1.0,  # center-heatmap term (Eqn. 5 read literally puts it under lambda: 0.01)
+        "center": 1.0,  # center-heatmap term (Eqn. 5 read literally puts it under lambda: 0.01;
+        # also the factor of SAR-on-DEKR's auxiliary center loss when the model has that head)
     },
     "test": {
         "flip": True,
@@ -117,6 +125,10 @@ DEFAULTS: dict = {
         # HGR grouping (codecs/hgr_decode.py, paper 3.2): each regressed joint absorbs the nearest
         # heat peak of its type within this many input px; 0 = the regressed poses alone
         "group_radius": 75.0,
+        # bottom-up SAR (codecs/sar_dekr.py): the proposal score map; weights = sigmoid
+        # normalised over the image (center_threshold is then a share of the image's mass) |
+        # sigmoid | aux_center (the auxiliary center head, option B)
+        "sar_score": "weights",
     },
 }
 

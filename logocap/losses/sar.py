@@ -22,13 +22,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LAMBDA", "EPS", "SAR_FORMS", "sar_loss", "sar_candidates", "quality_focal_loss",
-           "SarTopDownCriterion"]
+__all__ = ["LAMBDA", "EPS", "SAR_FORMS", "sar_loss", "laplace_mixture_nll", "sar_candidates",
+           "quality_focal_loss", "SarTopDownCriterion"]
 
 LAMBDA = 16.0  # Laplacian kernel sharpness in map-normalised units (a constant in the release)
 EPS = 1e-6  # inside the reference log
 SAR_FORMS = ("reference", "logsumexp")
 POS_THRESHOLD = 0.7  # quality focal loss: normaliser = number of target pixels above this
+_LOG_ZERO = -1.0e4  # log-weight of a cell outside the normalisation domain (exp underflows to 0)
 
 
 def sar_loss(coords: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
@@ -62,16 +63,35 @@ def sar_loss(coords: torch.Tensor, logits: torch.Tensor, target: torch.Tensor,
     # masked entries get a harmless target, so nothing non-finite enters the graph
     tgt = torch.where(valid[..., None], target, torch.zeros_like(target))
     l1 = (coords - tgt[..., None, :]).abs().sum(-1)  # [..., T]
-    if form == "reference":
-        c = torch.sigmoid(logits)
-        w = c / c.sum(-1, keepdim=True)
-        per = -torch.log((w * torch.exp(-lam * l1)).sum(-1) + eps)
-    else:
-        log_c = F.logsigmoid(logits)
-        log_w = log_c - torch.logsumexp(log_c, -1, keepdim=True)
-        per = -torch.logsumexp(log_w - lam * l1, -1)
+    per = laplace_mixture_nll(l1, logits, lam, eps, form)
     mask = valid.to(per.dtype)
     return (per * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def laplace_mixture_nll(dist: torch.Tensor, logits: torch.Tensor, lam: float = LAMBDA,
+                        eps: float = EPS, form: str = "reference",
+                        domain: torch.Tensor | None = None) -> torch.Tensor:
+    """-log sum_t w_t exp(-lam dist_t) per mixture: the core of every SAR loss (notes §3, §7).
+
+    ``dist`` [..., T] the kernel distance of each cell's hypothesis (L1 in normalised units);
+    ``logits`` [..., T] the selector logits (broadcast against ``dist``); ``domain`` [..., T] bool
+    (broadcast; None = every cell): the cells w is normalised over, w_t = c_t / sum_{u in domain}
+    c_u, and cells outside it carry no weight. Returns [...] (no reduction); a row with an empty
+    domain gives the finite -log(eps) (reference) or a large finite value (logsumexp), never NaN.
+    """
+    if form not in SAR_FORMS:
+        raise ValueError(f"SAR loss form must be one of {', '.join(SAR_FORMS)}, got {form!r}")
+    if form == "reference":
+        c = torch.sigmoid(logits)
+        if domain is not None:
+            c = c * domain.to(c.dtype)
+        w = c / c.sum(-1, keepdim=True).clamp(min=torch.finfo(c.dtype).tiny)
+        return -torch.log((w * torch.exp(-lam * dist)).sum(-1) + eps)
+    log_c = F.logsigmoid(logits)
+    if domain is not None:  # a finite stand-in for log 0 keeps every gradient finite
+        log_c = torch.where(domain, log_c, torch.full_like(log_c, _LOG_ZERO))
+    log_w = log_c - torch.logsumexp(log_c, -1, keepdim=True)
+    return -torch.logsumexp(log_w - lam * dist, -1)
 
 
 def sar_candidates(offsets: torch.Tensor) -> torch.Tensor:
