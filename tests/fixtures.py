@@ -1,12 +1,18 @@
-"""A tiny COCO-format keypoint dataset written into a temporary folder, for tests.
+"""Test data written into a temporary folder: a tiny COCO-format keypoint dataset, random
+images, checkpoints of tiny random models.
 
 Usage::
 
-    from fixtures import make_coco_fixture
+    from fixtures import make_coco_fixture, random_image, write_tiny_checkpoint
     ann_file, image_dir = make_coco_fixture(tmp_path)            # 3 images, COCO-17 keypoints
     ds = CocoPoseDataset(ann_file, image_dir, input_size=64)
+    img = random_image(48, 64, seed=1)                           # (48, 64, 3) uint8
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny.pth")          # center_offset_hrnet_tiny, 64 px
 
-What it contains (so tests can rely on it):
+``random_image`` and ``write_tiny_checkpoint`` are deterministic: the same arguments give the same
+pixels and the same weights (the model is built right after ``torch.manual_seed(seed)``).
+
+What the COCO fixture contains (so tests can rely on it):
 - ``num_images`` JPEG images of ``size = (h, w)``, named with letters (``scene-a.jpg``, ...);
   image ids are 1000, 1007, 1014, ... and cannot be parsed from the file names;
 - ``people`` annotated people per image (iscrowd 0, labelled joints v = 2, a few v = 0 joints at
@@ -27,10 +33,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
+from logocap.engine.checkpoint import save_checkpoint
 from logocap.meta import COCO
+from logocap.models import create_model
 
-__all__ = ["make_coco_fixture", "CROWD_BOX", "NOKPT_BOX"]
+__all__ = ["make_coco_fixture", "random_image", "write_tiny_checkpoint", "TINY_CONFIG", "CROWD_BOX",
+           "NOKPT_BOX"]
+
+# the config stored with the tiny test checkpoints: 64 px inputs, few candidates
+TINY_CONFIG = {"data": {"input_size": 64}, "test": {"topk": 10, "max_people": 5}}
 
 # (x0, y0, x1, y1) in image 0, fractions of (w, h, w, h)
 CROWD_BOX = (0.05, 0.05, 0.35, 0.40)
@@ -135,3 +148,18 @@ def make_coco_fixture(tmp_path, num_images: int = 3, size: tuple[int, int] = (96
     ann_file.parent.mkdir(parents=True, exist_ok=True)
     ann_file.write_text(json.dumps(data))
     return ann_file, image_dir
+
+
+def random_image(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """A uniformly random (h, w, 3) uint8 image."""
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def write_tiny_checkpoint(path, model_name: str = "center_offset_hrnet_tiny", cfg: dict | None = None,
+                          meta=None, seed: int = 0) -> Path:
+    """Save a randomly initialised ``model_name`` (built after ``torch.manual_seed(seed)``) as a
+    logocap checkpoint at ``path`` with ``meta`` (default COCO-17) and ``cfg`` (default
+    ``TINY_CONFIG``); returns ``path``."""
+    torch.manual_seed(seed)
+    save_checkpoint(path, create_model(model_name), meta or COCO, TINY_CONFIG if cfg is None else cfg)
+    return Path(path)

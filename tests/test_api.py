@@ -8,26 +8,18 @@ import pytest
 import torch
 
 import logocap
-from logocap.engine.checkpoint import save_checkpoint
 from logocap.meta import COCO
 from logocap.models import create_model
 from logocap.predict import Predictor
 from logocap.utils import LogocapError
+from fixtures import random_image as image
+from fixtures import write_tiny_checkpoint
 from test_sources import write_video
-
-CFG = {"data": {"input_size": 64}, "test": {"topk": 10, "max_people": 5}}
-
-
-def image(h, w, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    save_checkpoint(path, create_model("center_offset_hrnet_tiny"), COCO, CFG)
-    return path
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 @pytest.fixture(scope="module")

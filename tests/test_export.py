@@ -18,6 +18,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import logocap  # noqa: E402
+from fixtures import write_tiny_checkpoint  # noqa: E402
 from logocap.cli import main  # noqa: E402
 from logocap.data.synthetic import render_image  # noqa: E402
 from logocap.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -212,11 +213,8 @@ def test_top_down_sar(tmp_path):
 # ------------------------------------------------------------------ bad input: one clear line
 @pytest.fixture
 def tiny_ckpt(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.pth"
-    save_checkpoint(path, create_model("center_offset_hrnet_tiny"), KeypointMeta.from_dict(
-        logocap.COCO.to_dict()), {"data": {"input_size": 64}})
-    return path
+    return write_tiny_checkpoint(tmp_path / "tiny.pth", cfg={"data": {"input_size": 64}},
+                                 meta=KeypointMeta.from_dict(logocap.COCO.to_dict()))
 
 
 def run_cli(args, capsys):

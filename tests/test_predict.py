@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures import random_image as image
 from logocap.cli import main
 from logocap.engine.checkpoint import save_checkpoint
 from logocap.meta import COCO, CROWDPOSE
@@ -14,10 +15,6 @@ from logocap.predict import Predictor
 from logocap.utils import LogocapError
 
 CFG = {"topk": 10, "max_people": 5}
-
-
-def image(h, w, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")

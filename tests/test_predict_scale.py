@@ -4,29 +4,20 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
+from fixtures import random_image as image
+from fixtures import write_tiny_checkpoint
 from logocap.cli import main
-from logocap.engine.checkpoint import save_checkpoint
 from logocap.folder_predict import index_path, predict_files
 from logocap.meta import COCO
-from logocap.models import create_model
 from logocap.predict import Predictor
 from logocap.sources import read_image
 from logocap.utils import LogocapError
 
 
-def image(h, w, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    save_checkpoint(path, create_model("center_offset_hrnet_tiny"), COCO,
-                    {"data": {"input_size": 64}, "test": {"topk": 10, "max_people": 5}})
-    return path
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth")
 
 
 def make_folder(root, with_bad=True):

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import make_coco_fixture, write_tiny_checkpoint
+from fixtures import random_image as image
 from logocap.engine.checkpoint import save_checkpoint
 from logocap.meta import COCO
 from logocap.models import create_model
@@ -68,10 +69,6 @@ def train(data, out, *extra, epochs=1, resume=False):
                *(["--resume"] if resume else []), *LAYOUT, *TINY, *extra)
 
 
-def image(h=48, w=64, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
 def jpeg_bytes(seed=0):
     return cv2.imencode(".jpg", image(64, 80, seed))[1].tobytes()
 
@@ -103,11 +100,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    save_checkpoint(path, create_model("center_offset_hrnet_tiny"), COCO,
-                    {"data": {"input_size": 64}, "test": {"topk": 5, "max_people": 5, "flip": False}})
-    return path
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", cfg={
+        "data": {"input_size": 64}, "test": {"topk": 5, "max_people": 5, "flip": False}})
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ import cv2
 import pytest
 import torch
 
+from fixtures import write_tiny_checkpoint
 from logocap.cli import main
-from logocap.engine.checkpoint import save_checkpoint
 from logocap.meta import COCO
-from logocap.models import create_model
 from test_sources import write_video
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
@@ -21,11 +20,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets"
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    save_checkpoint(path, create_model("logocap_hrnet_tiny"), COCO,
-                    {"data": {"input_size": 64}, "test": {"topk": 10, "max_people": 5}})
-    return path
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", "logocap_hrnet_tiny")
 
 
 def mp4_frames(path) -> tuple[int, int]:
