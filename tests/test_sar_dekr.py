@@ -435,3 +435,26 @@ def test_ground_truth_through_predictor_and_cocoeval_gives_ap_1(tmp_path):
         assert len(results[image_id]) == len(anns)
     m = evaluate_predictions(results, ds.coco, meta=ds.meta, verbose=False)
     assert m["AP"] == pytest.approx(1.0, abs=1e-6) and m["AR"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_recipes_carry_the_multi_person_schedule():
+    from pathlib import Path
+    from logocap.config import load_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name, dataset, joints in (("sar_dekr_hrnet_w32_512_coco", "coco", 8),
+                                  ("sar_dekr_hrnet_w32_512_crowdpose", "crowdpose", 7)):
+        cfg = load_config(root / f"{name}.yaml")
+        t, d, loss, test = cfg["train"], cfg["data"], cfg["loss"], cfg["test"]
+        assert cfg["model"]["name"] == "sar_dekr_hrnet_w32" and d["dataset"] == dataset
+        assert d["input_size"] == 512
+        assert (t["lr"], t["epochs"], t["lr_steps"], t["lr_steps_of"], t["lr_gamma"]) == \
+            (1e-3, 140, [90, 120], 140, 0.1)
+        assert target_settings(cfg["model"]["name"], d) == {"heatmap_weights": "per_channel",
+                                                            "offset_area": "keypoint_box"}
+        assert (loss["sar_lambda"], loss["sar_form"], loss["sar_normalise"],
+                loss["sar_scale_norm"]) == (16.0, "reference", "image", False)
+        assert (test["topk"], test["center_threshold"], test["sar_score"]) == (30, 0.01, "weights")
+        assert test["flip"] and test["nms_num_joints"] == joints
+    tiny = load_config(root / "sar_dekr_hrnet_tiny_256_synthetic.yaml")
+    assert tiny["model"]["name"] == "sar_dekr_hrnet_tiny" and tiny["data"]["input_size"] == 256
