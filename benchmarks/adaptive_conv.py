@@ -18,21 +18,21 @@ threads, commit).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import table, write_results  # first: puts the repository on sys.path
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from logocap.models.adaptive import AdaptBlock, _base, _mix, sample_taps  # noqa: E402
 from logocap.models.blocks import BN_MOMENTUM  # noqa: E402
-from logocap.utils import atomic_write_text, machine_info  # noqa: E402
+from logocap.utils import machine_info  # noqa: E402
+
+COLUMNS = [("C", "3d"), ("map", ">7s"), ("plain", "8.3f"), ("adapt", "8.3f"), ("ratio", "6.2f"),
+           ("A,t conv", "9.3f"), ("sampling", "9.3f"), ("matmul", "8.3f"), ("|", "s"),
+           ("train plain", "11.3f"), ("train adapt", "11.3f"), ("ratio", "6.2f")]
 
 
 class PlainBlock(nn.Module):
@@ -120,19 +120,15 @@ def main(argv=None) -> int:
     info = machine_info()
     print(f"adaptive conv block vs plain 3x3 block, {args.device}, {info['threads']} thread(s), "
           f"batch {args.batch}, median ms per call over {args.rounds} interleaved rounds")
-    print(f"{'C':>3s} {'map':>7s} {'plain':>8s} {'adapt':>8s} {'ratio':>6s} {'A,t conv':>9s} "
-          f"{'sampling':>9s} {'matmul':>8s} | {'train plain':>11s} {'train adapt':>11s} {'ratio':>6s}")
+    lines = []
     for r in rows:
         f, b = r["forward_ms"], r["train_step_ms"]
-        print(f"{r['channels']:3d} {r['size']:3d}x{r['size']:<3d} {f['plain 3x3 block']:8.3f} "
-              f"{f['adapt block']:8.3f} {r['ratio_forward']:6.2f} {f['adapt: A,t convs']:9.3f} "
-              f"{f['adapt: sampling']:9.3f} {f['adapt: matmul']:8.3f} | "
-              f"{b['plain 3x3 block']:11.3f} {b['adapt block']:11.3f} {r['ratio_train_step']:6.2f}")
-    out = Path(args.out) if args.out else \
-        ROOT / "benchmarks" / "results" / f"adaptive_conv_{info['date'][:10]}.json"
-    atomic_write_text(out, json.dumps({"machine": info, "settings": vars(args), "rows": rows},
-                                      indent=1))
-    print(f"written {out}")
+        lines.append((r["channels"], f"{r['size']:3d}x{r['size']:<3d}", f["plain 3x3 block"],
+                      f["adapt block"], r["ratio_forward"], f["adapt: A,t convs"], f["adapt: sampling"],
+                      f["adapt: matmul"], "|", b["plain 3x3 block"], b["adapt block"],
+                      r["ratio_train_step"]))
+    print(table(COLUMNS, lines))
+    write_results("adaptive_conv", rows, args, info, args.out)
     return 0
 
 

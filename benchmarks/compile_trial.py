@@ -11,21 +11,19 @@ writes JSON to benchmarks/results/ (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-import torch
+from _common import write_json  # first: puts the repository on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
 
 from logocap.engine.precision import resolve_precision  # noqa: E402
 from logocap.models import create_model  # noqa: E402
 from logocap.models.fuse import fuse_conv_bn  # noqa: E402
-from logocap.utils import atomic_write_text, machine_info  # noqa: E402
+from logocap.utils import machine_info  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -101,8 +99,7 @@ def main(argv=None) -> int:
 
 def _write(args, row) -> int:
     if args.out:
-        atomic_write_text(args.out, json.dumps({"benchmark": "torch.compile trial", "row": row,
-                                                "machine": machine_info()}, indent=1))
+        write_json(args.out, {"benchmark": "torch.compile trial", "row": row, "machine": machine_info()})
     return 0
 
 

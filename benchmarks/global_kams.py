@@ -24,19 +24,15 @@ threads, commit, settings, rows).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import table, write_results  # first: puts the repository on sys.path
 
 import torch  # noqa: E402
 
 from logocap.codecs.logocap_decode import adapt, decode_cfg, global_kems, reweigh, top2  # noqa: E402
-from logocap.utils import atomic_write_text, machine_info  # noqa: E402
+from logocap.utils import machine_info  # noqa: E402
 
 STEPS = ("sampling", "reweigh", "conv", "top2")
 
@@ -111,21 +107,18 @@ def main(argv=None) -> int:
     print(f"global-KAM stage, input {args.height}x{args.width}, {info['threads']} thread(s), "
           f"{info['cpu']}; ms, median of {args.rounds} interleaved rounds (wall clock and the "
           f"process's CPU time)")
-    print(f"{'cand':>4s} {'clock':>5s} {'impl':>9s} " + " ".join(f"{s:>9s}" for s in STEPS + ("total",))
-          + f" {'ratio':>6s} {'paired':>6s} {'same':>5s}")
+    columns = [("cand", "4d"), ("clock", ">5s"), ("impl", ">9s")] + \
+        [(s, "9.1f") for s in STEPS + ("total",)] + [("ratio", "6.2f"), ("paired", "6.2f"), ("same", ">5s")]
+    lines = []
     for r in rows:
         for clock in ("wall", "cpu"):
-            for impl in ("reference", "fast"):
-                tail = (f" {r[f'{clock}_ratio_of_medians']:6.2f} {r[f'{clock}_median_paired_ratio']:6.2f}"
-                        f" {str(r['outputs_identical']):>5s}") if impl == "fast" else ""
-                print(f"{r['candidates']:4d} {clock:>5s} {impl:>9s} "
-                      + " ".join(f"{r[f'{clock}_ms'][impl][s]:9.1f}" for s in STEPS + ("total",))
-                      + tail)
-    out = Path(args.out) if args.out else \
-        ROOT / "benchmarks" / "results" / f"global_kams_{info['date'][:10]}.json"
-    atomic_write_text(out, json.dumps({"machine": info, "settings": vars(args), "rows": rows},
-                                      indent=1))
-    print(f"written {out}")
+            for impl in ("reference", "fast"):  # the ratios and the check on the fast line
+                tail = (r[f"{clock}_ratio_of_medians"], r[f"{clock}_median_paired_ratio"],
+                        str(r["outputs_identical"])) if impl == "fast" else (None, None, None)
+                lines.append((r["candidates"], clock, impl,
+                              *(r[f"{clock}_ms"][impl][s] for s in STEPS + ("total",)), *tail))
+    print(table(columns, lines))
+    write_results("global_kams", rows, args, info, args.out)
     return 0
 
 
