@@ -99,3 +99,20 @@ def test_load_errors_are_clear(tmp_path):
         load_pretrained(model, tmp_path / "junk.pth")
     with pytest.raises(LogocapError, match="no tensor"):
         load_pretrained(model, {"foo.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("name", ["dekr_hrnet_tiny", "hgr_hrnet_tiny"])
+def test_prefixed_trunk_loads_into_a_top_level_trunk(name):
+    """A center-offset file (trunk under backbone.) initialises the trunk of DEKR / HGR, whose
+    trunk sits at the top level; the other head's tensors are reported, not loaded."""
+    torch.manual_seed(0)
+    src = create_model("center_offset_hrnet_tiny")
+    dst = create_model(name)
+    report = load_pretrained(dst, src.state_dict())
+    trunk = {k for k in src.backbone.state_dict()}
+    assert report.target == "model (trunk from backbone.*)" and not report.mismatched
+    assert set(report.loaded) == trunk & set(dst.state_dict())
+    assert "conv1.weight" in report.loaded and "stage4.0.fuse_layers.0.1.0.weight" in report.loaded
+    assert report.missing and not any(k in trunk for k in report.missing)  # only the new heads
+    assert "final_layer_reg.weight" in report.unexpected
+    assert torch.equal(dst.conv1.weight, src.backbone.conv1.weight)

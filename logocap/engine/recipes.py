@@ -13,7 +13,8 @@ from pathlib import Path
 from ..config import load_config
 from ..utils import LogocapError
 
-__all__ = ["ensure_synthetic", "synthetic_config", "train_run", "train_minutes", "evaluate_run", "CONFIG_DIR"]
+__all__ = ["ensure_synthetic", "synthetic_config", "train_run", "train_minutes", "evaluate_run",
+           "evaluate_heatmap_quality", "CONFIG_DIR"]
 
 # configs/ of a source checkout; the synthetic recipes are read from there (an install without
 # the source tree has no configs/, and `synthetic_config` then says so with a LogocapError)
@@ -48,10 +49,12 @@ def ensure_synthetic(root: str | Path, preset: str = "default", num_train: int =
 
 
 def synthetic_config(method: str, data_root: str | Path, out: str | Path,
-                     overrides: list[str] | None = None) -> dict:
-    """The config of ``configs/{method}_256_synthetic.yaml`` (method e.g. center_offset_hrnet_tiny)
-    with data.root and train.out set, plus dotted overrides."""
-    path = CONFIG_DIR / f"{method}_256_synthetic.yaml"
+                     overrides: list[str] | None = None, size: int = 256) -> dict:
+    """The config of ``configs/{method}_{size}_synthetic.yaml`` (method e.g.
+    center_offset_hrnet_tiny; ``size`` the network input: 256, or the crop height of a top-down
+    model, e.g. sar_hrnet_small_topdown at 128) with data.root and train.out set, plus dotted
+    overrides."""
+    path = CONFIG_DIR / f"{method}_{size}_synthetic.yaml"
     if not path.is_file():
         raise LogocapError(f"no synthetic recipe {path.name} in {CONFIG_DIR}")
     cfg = load_config(path, overrides)
@@ -120,3 +123,26 @@ def evaluate_run(checkpoint: str | Path, data_root: str | Path, test_overrides: 
     metrics = dict(metrics)
     metrics["ms_per_image"] = 1000.0 * (time.time() - t0) / max(1, len(dataset))
     return metrics
+
+
+def evaluate_heatmap_quality(checkpoint: str | Path, data_root: str | Path,
+                             out_dir: str | Path | None = None, split: str = "val") -> dict:
+    """The heatmap quality of an HGR checkpoint (seed paper Table 4): COCOeval metrics (plus
+    ``KptErr``) of its heatmap keypoints grouped with the ground-truth poses as the cues
+    (``engine.hgr_quality``), test settings of the checkpoint, rescoring off."""
+    from ..data.coco import CocoPoseDataset
+    from ..data.paths import dataset_paths
+    from ..evaluation import evaluate_predictions, poses_to_results
+    from ..predict import Predictor
+    from .evaluate import _add_keypoint_error
+    from .hgr_quality import heatmap_quality_poses
+
+    predictor = Predictor.from_checkpoint(checkpoint, None, "cpu", rescore=None)
+    ann, images = dataset_paths(data_root, split)
+    dataset = CocoPoseDataset(str(ann), str(images), meta=predictor.meta, mode="val",
+                              input_size=predictor.input_size)
+    poses = heatmap_quality_poses(predictor, dataset)
+    metrics = evaluate_predictions(poses, dataset.coco, meta=predictor.meta, out_dir=out_dir,
+                                   verbose=False)
+    return _add_keypoint_error(dict(metrics), poses_to_results(poses), dataset.coco,
+                               predictor.meta, list(poses), out_dir, False)

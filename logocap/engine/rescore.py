@@ -22,7 +22,7 @@ from ..meta import KeypointMeta
 from ..models.rescore import RescoreNet, num_features, rescore_features
 from ..utils import LogocapError
 
-__all__ = ["rescore_training_set", "train_rescorer", "pose_oks"]
+__all__ = ["rescore_training_set", "train_rescorer", "fit_rescorer", "pose_oks"]
 
 
 def pose_oks(poses: np.ndarray, gt: np.ndarray, areas: np.ndarray, sigmas) -> np.ndarray:
@@ -105,37 +105,52 @@ def train_rescorer(features: torch.Tensor, targets: torch.Tensor, epochs: int = 
     return net.eval(), losses
 
 
-def run_rescore_train(args) -> int:
-    """``logocap rescore-train --weights W --data D --out F``: build the set, train, save."""
+def fit_rescorer(weights, ann, images, out, model: str | None = None, device: str = "cpu",
+                 size: int | None = None, flip: bool = True, max_images: int | None = None,
+                 epochs: int = 20, batch_size: int = 1024, lr: float = 1e-3, seed: int = 0,
+                 verbose: bool = True) -> dict:
+    """Predict the images of ``ann`` / ``images`` with checkpoint ``weights`` (rescoring off),
+    train the rescoring net on the poses and write it to ``out`` (plus ``out``.json, the summary
+    that is returned). ``size`` None = the checkpoint's input size."""
     import json
 
     from ..data.coco import CocoPoseDataset
     from ..models.rescore import save_rescorer
     from ..predict import Predictor
     from ..utils import atomic_write_text
+
+    if size is not None and (size < 64 or size % 64):
+        raise LogocapError(f"--size must be a multiple of 64 (>= 64), got {size}")
+    overrides = {"rescore": None}  # the net learns to correct the decoder's own scores
+    if not flip:
+        overrides["flip"] = False
+    if size:
+        overrides["input_size"] = size
+    predictor = Predictor.from_checkpoint(weights, model, device, **overrides)
+    dataset = CocoPoseDataset(str(ann), str(images), meta=predictor.meta, mode="val",
+                              input_size=predictor.input_size, max_images=max_images)
+    log = print if verbose else (lambda *a, **k: None)
+    log(f"predicting {len(dataset)} images of {ann} with {weights} "
+        f"(input {predictor.input_size}, flip {'on' if predictor.cfg['flip'] else 'off'})")
+    feats, targets, used = rescore_training_set(predictor, dataset, verbose)
+    log(f"{len(feats)} poses from {used} annotated images; target OKS mean {float(targets.mean()):.3f}")
+    net, losses = train_rescorer(feats, targets, epochs, batch_size, lr, seed=seed, log=log)
+    info = {"weights": str(weights), "annotations": str(ann), "samples": len(feats),
+            "images": used, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "target_oks_mean": float(targets.mean()), "losses": losses}
+    save_rescorer(out, net, predictor.meta, extra={"training": info})
+    atomic_write_text(str(out) + ".json", json.dumps(info, indent=1))
+    log(f"rescoring net for '{predictor.meta.name}' ({num_features(predictor.meta)} features) "
+        f"written to {out}; use it with --rescore {out} or test.rescore={out}")
+    return info
+
+
+def run_rescore_train(args) -> int:
+    """``logocap rescore-train --weights W --data D --out F``: build the set, train, save."""
     from ..data.paths import dataset_paths
 
-    if args.size is not None and (args.size < 64 or args.size % 64):
-        raise LogocapError(f"--size must be a multiple of 64 (>= 64), got {args.size}")
-    overrides = {"rescore": None}  # the net learns to correct the decoder's own scores
-    if args.no_flip:
-        overrides["flip"] = False
-    if args.size:
-        overrides["input_size"] = args.size
-    predictor = Predictor.from_checkpoint(args.weights, args.model, args.device, **overrides)
     ann, images = dataset_paths(args.data, args.split, args.ann, args.images)
-    dataset = CocoPoseDataset(str(ann), str(images), meta=predictor.meta, mode="val",
-                              input_size=predictor.input_size, max_images=args.max_images)
-    print(f"predicting {len(dataset)} images of {ann} with {args.weights} "
-          f"(input {predictor.input_size}, flip {'on' if predictor.cfg['flip'] else 'off'})")
-    feats, targets, used = rescore_training_set(predictor, dataset)
-    print(f"{len(feats)} poses from {used} annotated images; target OKS mean {float(targets.mean()):.3f}")
-    net, losses = train_rescorer(feats, targets, args.epochs, args.batch_size, args.lr, seed=args.seed)
-    info = {"weights": str(args.weights), "annotations": str(ann), "samples": len(feats),
-            "images": used, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "losses": losses}
-    save_rescorer(args.out, net, predictor.meta, extra={"training": info})
-    atomic_write_text(str(args.out) + ".json", json.dumps(info, indent=1))
-    print(f"rescoring net for '{predictor.meta.name}' ({num_features(predictor.meta)} features) "
-          f"written to {args.out}; use it with --rescore {args.out} or test.rescore={args.out}")
+    fit_rescorer(args.weights, ann, images, args.out, model=args.model, device=args.device,
+                 size=args.size, flip=not args.no_flip, max_images=args.max_images,
+                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     return 0

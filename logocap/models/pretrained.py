@@ -7,6 +7,9 @@ Accepted inputs (a path, read with ``torch.load(..., weights_only=True)``, or a 
   reported as unexpected. Loaded into ``model.backbone``.
 - DEKR checkpoints: backbone keys at the top level too (heads reported as unexpected).
 - LOGO-CAP checkpoints and our own files: keys prefixed ``backbone.``, loaded into the whole model.
+  A model whose trunk sits at the top level (DEKR, HGR: no ``backbone`` attribute) takes the
+  ``backbone.`` keys without the prefix, so a center-offset or LOGO-CAP file initialises their
+  trunk (fine-tuning one family from another).
 - Wrappers: a ``{"state_dict": ...}`` dict (our format, the official training checkpoint) and a
   DDP ``module.`` prefix are unwrapped.
 
@@ -30,7 +33,7 @@ __all__ = ["LoadReport", "load_pretrained", "read_state_dict"]
 @dataclass
 class LoadReport:
     source: str
-    target: str  # "backbone" or "model"
+    target: str  # "backbone", "model", or "model (trunk from backbone.*)" (prefix dropped)
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
@@ -80,9 +83,13 @@ def load_pretrained(model: nn.Module, source, strict: bool = False) -> LoadRepor
     shape. With ``strict=False`` it raises only when nothing at all matches (wrong file).
     """
     sd, name = read_state_dict(source)
-    whole = any(k.startswith("backbone.") for k in sd) or not hasattr(model, "backbone")
+    prefixed = any(k.startswith("backbone.") for k in sd)
+    whole = prefixed or not hasattr(model, "backbone")
     target = model if whole else model.backbone
     report = LoadReport(source=name, target="model" if whole else "backbone")
+    if prefixed and not hasattr(model, "backbone"):  # trunk at the top level (DEKR, HGR)
+        sd = {k.removeprefix("backbone."): v for k, v in sd.items()}
+        report.target = "model (trunk from backbone.*)"
     own = target.state_dict()
     matched = {}
     for key, value in own.items():

@@ -102,6 +102,8 @@ def is_topdown(model_or_name) -> bool:
 # ------------------------------------------------------------------ registered variants
 _W32 = dict(width=32, input_hw=(256, 192))
 _W48 = dict(width=48, input_hw=(384, 288))
+_SMALL = dict(width=16, stem_channels=32, layer1_planes=32, layer1_blocks=1, num_blocks=2,
+              num_modules=(1, 1, 1), backbone_init="kaiming", input_hw=(128, 96))
 _TINY = dict(width=8, stem_channels=16, layer1_planes=16, layer1_blocks=1, num_blocks=2,
              num_modules=(1, 1, 1), backbone_init="kaiming", input_hw=(128, 96))
 
@@ -118,6 +120,12 @@ def sar_hrnet_w32_topdown(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.M
 @register_model(family="sar", input_size=384)  # crop height
 def sar_hrnet_w48_topdown(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
     return _build(_W48, num_keypoints, kw)
+
+
+@register_model(family="sar", input_size=128)  # crop height
+def sar_hrnet_small_topdown(num_keypoints: int = COCO.num_keypoints, **kw) -> nn.Module:
+    """The HRNet-small trunk (width 16, as ``*_hrnet_small``), 128x96 crops: CPU experiments."""
+    return _build(_SMALL, num_keypoints, kw)
 
 
 @register_model(family="sar", input_size=128)  # crop height
