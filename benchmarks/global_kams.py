@@ -32,6 +32,7 @@ from _common import table, write_results  # first: puts the repository on sys.pa
 import torch  # noqa: E402
 
 from logocap.codecs.logocap_decode import adapt, decode_cfg, global_kems, reweigh, top2  # noqa: E402
+from logocap.meta import COCO  # noqa: E402
 from logocap.utils import machine_info  # noqa: E402
 
 STEPS = ("sampling", "reweigh", "conv", "top2")
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
-    k = 17
+    k = COCO.num_keypoints  # the stage runs per joint: the COCO set, as in the paper
     up = torch.rand(1, k + 1, args.height, args.width, generator=g)
     rows = []
     for n in args.candidates:
