@@ -65,3 +65,35 @@ def test_eval_predict_and_bench_on_the_checkpoint(trained, tmp_path, capsys):
     imgs = [np.random.default_rng(i).integers(0, 255, (64, 96, 3), dtype=np.uint8) for i in range(2)]
     res = pred.predict_batch(imgs)
     assert all(len(p) >= 1 and p.keypoints.shape[1:] == (17, 3) for p in res)
+
+
+def test_export_onnx_runtime_gives_the_torch_poses(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from logocap.engine.checkpoint import save_checkpoint
+    from logocap.export import export_checkpoint
+    from logocap.meta import KeypointMeta
+    from logocap.models import create_model
+    from logocap.onnx_backend import load_network, load_predictor
+
+    torch.manual_seed(0)
+    meta = KeypointMeta(name="three", keypoint_names=("nose", "left_eye", "right_eye"),
+                        flip_pairs=(("left_eye", "right_eye"),), skeleton=(), sigmas=(0.03,) * 3)
+    model = create_model("sar_dekr_hrnet_tiny", num_keypoints=3)
+    with torch.no_grad():  # selector margins far above float32 noise: a test of the backend
+        model.head_heatmap[1].weight[3].normal_(0.0, 1.0)
+    ckpt = tmp_path / "sar_dekr.pth"
+    save_checkpoint(ckpt, model, meta, {"data": {"input_size": 64},
+                                        "test": {"topk": 5, "max_people": 5,
+                                                 "center_threshold": 0.0}})
+    report = export_checkpoint(ckpt, tmp_path / "net.onnx")
+    assert load_network(report["files"][0]).family == "sar_dekr"
+    images = [np.random.default_rng(i).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+              for i in range(2)]
+    ref = Predictor.from_checkpoint(ckpt).predict_batch(images)
+    got = load_predictor(report["files"][0]).predict_batch(images)
+    assert sum(len(p) for p in ref) > 0
+    for r, g in zip(ref, got):
+        assert len(r) == len(g)
+        assert np.abs(r.keypoints[..., :2] - g.keypoints[..., :2]).max() < 1e-2
+        assert np.allclose(r.scores, g.scores, rtol=1e-3, atol=1e-6)
