@@ -72,8 +72,8 @@ def run(args) -> int:
     rows = {f"quick baseline ({args.epochs} ep, {quick['train_minutes']:.1f} min)":
             evaluate_run(out / "quick_baseline" / "last.pth", data, out_dir=out / "quick_baseline" / "eval")}
     ckdir = Path(args.checkpoints)
-    committed = {"benchmark baseline": ckdir / "center_offset_hrnet_tiny_256.pth",
-                 "benchmark LOGO-CAP": ckdir / "logocap_hrnet_tiny_256.pth"}
+    committed = {"benchmark baseline": ckdir / "center_offset_hrnet_small_256.pth",
+                 "benchmark LOGO-CAP": ckdir / "logocap_hrnet_small_256.pth"}
     for label, path in committed.items():
         if path.is_file():
             rows[label] = evaluate_run(path, data, out_dir=out / path.stem / "eval")
