@@ -458,3 +458,27 @@ def test_recipes_carry_the_multi_person_schedule():
         assert test["flip"] and test["nms_num_joints"] == joints
     tiny = load_config(root / "sar_dekr_hrnet_tiny_256_synthetic.yaml")
     assert tiny["model"]["name"] == "sar_dekr_hrnet_tiny" and tiny["data"]["input_size"] == 256
+
+
+def test_tiny_model_loss_decreases_on_one_batch(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fixtures import make_coco_fixture
+    from logocap.data.coco import CocoPoseDataset, collate_train
+
+    torch.manual_seed(0)
+    ann, img = make_coco_fixture(tmp_path, num_images=2, people=2)
+    ds = CocoPoseDataset(ann, img, input_size=64, seed=1, **target_settings("sar_dekr_hrnet_tiny"))
+    batch = collate_train([ds[0], ds[1]])
+    net = create_model("sar_dekr_hrnet_tiny")
+    crit = SarDekrCriterion({"sar_min_area": 0.0})
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    losses = []
+    for _ in range(8):
+        out = crit(net, batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["sar"].detach()))
+    assert losses[-1] < 0.9 * losses[0], losses
