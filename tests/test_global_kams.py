@@ -51,11 +51,11 @@ def test_window_gather_on_maps_smaller_than_the_window():
     assert torch.equal(sample_window(maps, bi, centers, 97, "official"), ref)
 
 
-def test_training_keeps_the_autograd_gather():
+def test_training_gather_has_a_gradient():
     maps = torch.rand(1, K + 1, 120, 120, requires_grad=True)
     centers = torch.rand(2, K, 2) * 100
     out = global_kems(maps, torch.zeros(2, dtype=torch.long), centers, 31, "official", "fast")
-    out.sum().backward()  # the fast path is inference only; with grad the reference one runs
+    out.sum().backward()  # the window gather's own backward (== reference: test_logocap_train_fast)
     assert maps.grad is not None and maps.grad.abs().sum() > 0
 
 

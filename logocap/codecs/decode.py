@@ -157,21 +157,22 @@ def _cfg(cfg: dict | None) -> dict:
 
 
 def center_offset_candidates(heatmaps: torch.Tensor, offsets: torch.Tensor, cfg: dict | None = None,
-                             stride: int = 4) -> dict:
+                             stride: int = 4, heatmaps_up: torch.Tensor | None = None) -> dict:
     """Heatmaps [B, K+1, h, w] + offsets [B, 2K, h, w] -> candidate poses (no scoring, no NMS).
 
     Returns dict(heatmaps_up [B, K+1, H, W], centers [B, T, 2], center_scores [B, T],
     poses [B, T, K, 2] input px, valid [B, T], nonfinite [B] (long)). Shared with the LOGO-CAP
     decoder. A candidate whose offsets are NaN / Inf is dropped (not valid, its joints parked on
     its center so later steps stay finite) and counted in ``nonfinite``; an image can then be
-    left with no valid candidate.
+    left with no valid candidate. ``heatmaps_up``: ``upsample_heatmaps(heatmaps, stride,
+    cfg["upsample"])`` when the caller has it already (the LOGO-CAP criterion), else made here.
     """
     cfg = _cfg(cfg)
     k = offsets.shape[1] // 2
     if heatmaps.shape[1] != k + 1:
         raise ValueError(f"heatmaps have {heatmaps.shape[1]} channels but offsets {offsets.shape[1]}"
                          f"; expected K+1 and 2K")
-    up = upsample_heatmaps(heatmaps, stride, cfg["upsample"])
+    up = upsample_heatmaps(heatmaps, stride, cfg["upsample"]) if heatmaps_up is None else heatmaps_up
     centers, cscores, valid = center_nms(up[:, k], cfg["topk"], cfg["center_threshold"],
                                          cfg["center_kernel"])
     poses = offsets_to_poses(centers, offsets, stride)

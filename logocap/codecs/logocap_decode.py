@@ -89,9 +89,10 @@ def global_kems(heatmaps_up: torch.Tensor, batch_index: torch.Tensor, poses: tor
     """Eqn. 8 (sampling): joint k's upsampled heatmap read on the a x a grid (1 input px apart)
     centred on the initial joint. heatmaps_up [B, >=K, H, W], poses [N, K, 2] -> [N, K, a, a].
 
-    ``impl`` "fast" (``mesh.sample_window``) and "reference" give identical values; when autograd
-    needs the heatmaps (training) the reference gather is used."""
-    if impl == "fast" and not (torch.is_grad_enabled() and heatmaps_up.requires_grad):
+    ``impl`` "fast" (``mesh.sample_window``) and "reference" (the per-point gather through
+    autograd) give identical values, and in training the same heatmap gradients up to float
+    summation order; poses that need a gradient take the reference."""
+    if impl == "fast" and not (torch.is_grad_enabled() and poses.requires_grad):
         return sample_window(heatmaps_up, batch_index, poses, size, mode)
     K = poses.shape[1]
     pts = poses[:, :, None, None, :] + global_offsets(size, 1.0, poses.device).to(poses.dtype)
@@ -109,17 +110,52 @@ def reweigh(global_kem: torch.Tensor, cfg: dict, inplace: bool = False) -> torch
     return global_kem.mul_(g) if inplace else global_kem * g
 
 
-def adapt(global_kem: torch.Tensor, kams: torch.Tensor) -> torch.Tensor:
+def adapt(global_kem: torch.Tensor, kams: torch.Tensor, impl: str = "fast") -> torch.Tensor:
     """Eqn. 9 local-global adaptation as a true convolution (notes §3.12):
     out(p) = sum_u KAM(u) / m^2 * in(p - u), u in [-m//2, m//2]^2, zero padding, same size.
-    conv2d is a cross-correlation, so the kernel is spatially flipped; groups = N*K."""
+    conv2d is a cross-correlation, so the kernel is spatially flipped; groups = N*K.
+
+    Same forward for both ``impl``; with autograd (training) "fast" computes the two gradients
+    with forward convolutions (``_GroupedConv``) instead of autograd's conv backward."""
     N, K, a, _ = global_kem.shape
     m = kams.shape[-1]
     if N == 0:
         return global_kem
     kernel = (kams / (m * m)).flip(-1, -2).reshape(N * K, 1, m, m)
-    out = F.conv2d(global_kem.reshape(1, N * K, a, a), kernel, padding=m // 2, groups=N * K)
+    x = global_kem.reshape(1, N * K, a, a)
+    if impl == "fast" and torch.is_grad_enabled() and (x.requires_grad or kernel.requires_grad) \
+            and not torch.is_autocast_enabled(x.device.type):
+        out = _GroupedConv.apply(x, kernel)
+    else:
+        out = F.conv2d(x, kernel, padding=m // 2, groups=N * K)
     return out.reshape(N, K, a, a)
+
+
+class _GroupedConv(torch.autograd.Function):
+    """conv2d(x [1, G, a, a], kernel [G, 1, m, m], padding m // 2, groups G) whose backward is two
+    forward grouped convolutions: on one CPU core autograd's backward of this depthwise 11 x 11
+    conv over 97 x 97 maps took ~15x its forward, these take ~3x. Same gradients up to float
+    summation order:
+      d x      = conv(grad, kernel flipped, padding m // 2)         (the transposed convolution)
+      d kernel = conv(x zero-padded by m // 2, grad as a [G, 1, a, a] kernel) -> [1, G, m, m]."""
+
+    @staticmethod
+    def forward(ctx, x, kernel):
+        ctx.save_for_backward(x, kernel)
+        return F.conv2d(x, kernel, padding=kernel.shape[-1] // 2, groups=x.shape[1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, kernel = ctx.saved_tensors
+        G, p = x.shape[1], kernel.shape[-1] // 2
+        grad_x = grad_k = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad, kernel.flip(-1, -2), padding=p, groups=G)
+        if ctx.needs_input_grad[1]:
+            grad_k = F.conv2d(F.pad(x, (p, p, p, p)), grad.reshape(G, 1, *grad.shape[-2:]), groups=G)
+            grad_k = grad_k.reshape(kernel.shape)
+        return grad_x, grad_k
 
 
 def top2(maps: torch.Tensor, lam: float = 0.75):
@@ -148,8 +184,8 @@ def refine(model, heatmaps_up: torch.Tensor, embedding: torch.Tensor, batch_inde
     that KAM; "kems" ("KEMs only") = top-2 of the Gaussian-reweighed global KEM (no KAM);
     "full" = top-2 of the global KEM adapted by the KAM kernel (LOGO-CAP).
     Test decoding clamps the KAMs to [0, 1] and reads the global KEMs with ``cfg["impl"]``;
-    training passes ``clamp=False`` (raw KAMs) and non-detached heatmaps, for which the global
-    gather falls back to the differentiable reference (same values). ``mesh`` [N, K, m, m, 2]:
+    training passes ``clamp=False`` (raw KAMs) and non-detached heatmaps; both ``impl`` are
+    differentiable there (same values, same gradients up to summation order). ``mesh`` [N, K, m, m, 2]:
     the local meshes when the caller has them already (training), else built here.
     ``chunk`` (inference only): the global stage (sampling, reweighing, adaptation, top-2) runs
     that many candidates at a time, with the same values; ``global_kem`` / ``refined`` are then
@@ -203,7 +239,7 @@ def _global_stage(heatmaps_up, batch_index, poses, kams, cfg, mode, keep: bool =
     Returns (offset [N, K, 2], value [N, K]) plus, with ``keep``, (global KEM, refined)."""
     gk = global_kems(heatmaps_up, batch_index, poses, int(cfg["global_size"]), mode, cfg["impl"])
     gk = reweigh(gk, cfg, inplace=cfg["impl"] == "fast" and not gk.requires_grad)
-    refined = adapt(gk, kams) if kams is not None else None
+    refined = adapt(gk, kams, cfg["impl"]) if kams is not None else None
     off, values = top2(refined if refined is not None else gk, float(cfg["top2_lambda"]))
     return (off, values, gk, refined) if keep else (off, values)
 

@@ -32,7 +32,7 @@ import torch
 from ..codecs.decode import center_offset_candidates, upsample_heatmaps
 from ..codecs.logocap_decode import decode_cfg, refine
 from ..codecs.mesh import global_offsets, local_mesh
-from ..codecs.oks import mesh_oks, oracle_assign
+from ..codecs.oks import exp_underflow, mesh_oks, oracle_assign
 from .center_offset import CenterOffsetCriterion
 
 __all__ = ["LogoCapCriterion", "OKS_KEEP"]
@@ -80,9 +80,12 @@ class LogoCapCriterion:
         sigmas = self._sigmas(getattr(model, "module", model), K)
         ws = float(cfg["window_scale"])
 
-        # candidates from the detached maps: top-T, no threshold (notes §4.3)
+        # candidates from the detached maps: top-T, no threshold (notes §4.3); the upsampled
+        # heatmaps are made once: the global crops read them with gradient, the candidates without
+        up = upsample_heatmaps(out["heatmaps"], 4, cfg["upsample"])
         cand_cfg = {**cfg, "center_threshold": -float("inf")}
-        cand = center_offset_candidates(out["heatmaps"].detach(), out["offsets"].detach(), cand_cfg)
+        cand = center_offset_candidates(out["heatmaps"].detach(), out["offsets"].detach(), cand_cfg,
+                                        heatmaps_up=up.detach())
         poses = cand["poses"]  # [B, T, K, 2]
         mesh = local_mesh(poses, sigmas, int(cfg["local_size"]), ws)  # [B, T, K, m, m, 2]
 
@@ -107,16 +110,18 @@ class LogoCapCriterion:
         # forward of the refinement (notes §3 steps 8-12): the test-time function with raw KAMs
         # and the non-detached upsampled heatmaps (the refined loss reaches the heatmap head)
         p0 = poses[bi, ti]
-        up = upsample_heatmaps(out["heatmaps"], 4, cfg["upsample"])
         r = refine(model, up, out["embedding"], bi, p0, sigmas, cfg, clamp=False, mesh=mesh[bi, ti])
         kams, refined = r["kams"], r["refined"]
         size = int(cfg["global_size"])
 
         # refined-heatmap target: Gaussian at the assigned GT joint on the global grid
+        # (global_offsets: column j at x + t[j], row i at y + t[i]; d2 = dy^2 + dx^2 per axis)
         gt_a = gt[bi, info["assignment"][bi, ti]]  # [N, K, 3]
-        grid = p0[:, :, None, None, :] + global_offsets(size, 1.0, p0.device).to(p0.dtype)
-        d2 = ((grid - gt_a[:, :, None, None, :2]) ** 2).sum(-1)
-        target_hm = torch.exp(-d2 / (2.0 * (self.refined_sigma * ws) ** 2))
+        t = global_offsets(size, 1.0, p0.device).to(p0.dtype)[0, :, 0]  # [a]
+        dx2 = (p0[..., 0:1] + t - gt_a[..., 0:1]) ** 2  # [N, K, a]
+        dy2 = (p0[..., 1:2] + t - gt_a[..., 1:2]) ** 2
+        d2 = dy2[..., :, None] + dx2[..., None, :]  # [N, K, a, a]
+        target_hm = exp_underflow(-d2 / (2.0 * (self.refined_sigma * ws) ** 2))
 
         w4 = w[..., None, None]
         kam_l = (w4 * (kams - oks_t) ** 2).mean((1, 2, 3)).sum() / n_valid
