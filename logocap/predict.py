@@ -173,8 +173,10 @@ class Predictor:
 
         The model's family decodes (``MethodFamily.decode``). ``timings`` (optional dict)
         accumulates seconds per stage: "network" (forward of image + mirror, flip fusion), the
-        LOGO-CAP decoder's "local_kems", "local_kams", "global_kams" (center-offset: "decode";
-        DEKR / HGR: "decode" holds their network passes too) and "pose_nms".
+        LOGO-CAP decoder's "local_kems", "local_kams", "global_kams" (center-offset: "decode")
+        and "pose_nms". DEKR, HGR and bottom-up SAR split the network by its ``stage_marks``
+        ("backbone", "heads", "adaptive_convs" / "regression"; ``models.stages``) and put the
+        flip fusion, candidates and pose NMS in "decode".
         """
         # the weights' dtype (float64 for a model trained in fp64), float32 otherwise
         dtype = next(self.model.parameters(), torch.empty(0)).dtype
@@ -187,7 +189,7 @@ class Predictor:
         Images whose tensors have the same shape share one forward pass; different shapes get
         separate passes, never padding (which would change the results, see the module doc).
         ``timings``: seconds per stage (:meth:`decode`'s, plus "rest": back-projection, scores,
-        packaging), summed over the passes.
+        packaging, and "rescoring" when a rescoring net is set), summed over the passes.
         """
         tensors, sizes = list(tensors), list(sizes)
         affines = [np.asarray(a, np.float64) for a in affines]
@@ -215,7 +217,9 @@ class Predictor:
         scores = res["scores"].float().cpu()
         if self.rescorer is not None:  # on the original-pixel poses, as released
             from .models.rescore import rescore_scores
+            tick("rest")
             scores = rescore_scores(self.rescorer, orig, scores, self.meta)
+            tick("rescoring")
         orig, scores = orig.numpy(), scores.numpy()
         keep = res["keep"].cpu().numpy()
         out = []

@@ -203,18 +203,27 @@ def merge_scales(per_scale, input_hw: tuple[int, int], cfg: dict):
     return poses, torch.cat(cscores, dim=1), torch.cat([c["valid"] for c in cands], dim=1), heat_avg
 
 
-def run_scales(model, images_by_scale: dict, meta, cfg: dict):
-    """The network on every test scale (DEKR's, also HGR's): ([(scale, heatmaps, posemap)], the
-    scale-1 raw outputs, the scale-1 input size (H, W))."""
+def run_scales(model, images_by_scale: dict, meta, cfg: dict, tick=None):
+    """The network on every test scale (DEKR's, also HGR's and bottom-up SAR's):
+    ([(scale, heatmaps, posemap)], the scale-1 raw outputs, the scale-1 input size (H, W)).
+
+    ``tick`` (optional, the decoders' stage timer): the network's own stages
+    (``models.stages``: DEKR's backbone / heads / adaptive_convs) are ticked inside each forward
+    pass, and the flip fusion after it as "decode". None: nothing is timed or hooked."""
+    from ..models.stages import network_stages
+
     missing = [s for s in cfg["scales"] if s not in images_by_scale]
     if missing:
         raise LogocapError(f"no input batch for test scale(s) {missing}")
     per_scale, raw = [], None
-    for s in cfg["scales"]:
-        o = dekr_outputs(model, images_by_scale[s], meta, cfg["flip"])
-        per_scale.append((s, o["heatmaps"], o["posemap"]))
-        if s == 1.0:
-            raw = o["raw"]
+    with network_stages(model, tick):
+        for s in cfg["scales"]:
+            o = dekr_outputs(model, images_by_scale[s], meta, cfg["flip"])
+            per_scale.append((s, o["heatmaps"], o["posemap"]))
+            if s == 1.0:
+                raw = o["raw"]
+            if tick is not None:
+                tick("decode")
     h1, w1 = images_by_scale[1.0].shape[-2:]
     return per_scale, raw, (h1, w1)
 
@@ -362,15 +371,15 @@ def match_heatmap(poses: torch.Tensor, keep: torch.Tensor, heat: torch.Tensor,
 
 
 # --------------------------------------------------------------------------- whole decoder
-def decode_dekr(model, images_by_scale: dict, meta, cfg: dict | None = None) -> dict:
+def decode_dekr(model, images_by_scale: dict, meta, cfg: dict | None = None, tick=None) -> dict:
     """Run a DEKR model on the images of every test scale and decode (see the module docstring).
 
     ``images_by_scale``: {scale: normalised batch [B, 3, H_s, W_s]} with H_s = s H_1 (the scale-1
     batch defines the output frame). Returns :func:`decode_dekr_outputs`'s dict plus ``raw``
-    (the scale-1 network outputs, for checks).
+    (the scale-1 network outputs, for checks). ``tick``: the stage timer of :func:`run_scales`.
     """
     cfg = dekr_test_cfg(cfg)
-    per_scale, raw, (h1, w1) = run_scales(model, images_by_scale, meta, cfg)
+    per_scale, raw, (h1, w1) = run_scales(model, images_by_scale, meta, cfg, tick)
     res = decode_dekr_outputs(per_scale, (h1, w1), meta, cfg)
     res["raw"] = raw
     return res

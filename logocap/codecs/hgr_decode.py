@@ -222,17 +222,17 @@ def group_with_cues(heat: torch.Tensor, cues: torch.Tensor, radius: float = GROU
 
 
 def decode_hgr(model, images_by_scale: dict, meta, cfg: dict | None = None,
-               cues: torch.Tensor | None = None) -> dict:
+               cues: torch.Tensor | None = None, tick=None) -> dict:
     """Run an HGR model on the images of every test scale and decode (module docstring).
 
     ``images_by_scale``: {scale: normalised batch [B, 3, H_s, W_s]} (the scale-1 batch defines the
     output frame). ``cues`` [B, M, K, 3] (scale-1 input px): group with these poses instead of the
     regressed ones (:func:`group_with_cues`, the heatmap quality). Returns
     :func:`decode_hgr_outputs`'s dict (or :func:`group_with_cues`'s plus ``heatmaps_avg``) and
-    ``raw`` (the scale-1 network outputs).
+    ``raw`` (the scale-1 network outputs). ``tick``: the stage timer of ``run_scales``.
     """
     cfg = hgr_test_cfg(cfg)
-    per_scale, raw, (h1, w1) = run_scales(model, images_by_scale, meta, cfg)
+    per_scale, raw, (h1, w1) = run_scales(model, images_by_scale, meta, cfg, tick)
     res = decode_hgr_outputs(per_scale, (h1, w1), meta, cfg)
     if cues is not None:
         heat = res["heatmaps_avg"]

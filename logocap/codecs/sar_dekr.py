@@ -137,15 +137,17 @@ def decode_sar_dekr_outputs(per_scale, input_hw: tuple[int, int], meta,
     return decode_dekr_outputs(scored, input_hw, meta, {k: cfg[k] for k in DEKR_KEYS})
 
 
-def decode_sar_dekr(model, images_by_scale: dict, meta, cfg: dict | None = None) -> dict:
+def decode_sar_dekr(model, images_by_scale: dict, meta, cfg: dict | None = None,
+                    tick=None) -> dict:
     """Run a SAR-on-DEKR model on the images of every test scale and decode (module docstring).
 
     ``images_by_scale``: {scale: normalised batch [B, 3, H_s, W_s]}. Returns
     :func:`decode_sar_dekr_outputs`'s dict plus ``raw`` (the scale-1 network outputs).
+    ``tick``: the stage timer of ``run_scales``.
     """
     cfg = sar_dekr_test_cfg(cfg)
     net = _ScoreChannel(model) if cfg["sar_score"] == "aux_center" else model
-    per_scale, raw, hw = run_scales(net, images_by_scale, meta, cfg)
+    per_scale, raw, hw = run_scales(net, images_by_scale, meta, cfg, tick)
     res = decode_sar_dekr_outputs(per_scale, hw, meta, cfg)
     res["raw"] = raw
     return res

@@ -15,11 +15,18 @@ per-iteration ratios. With random weights the number of refined candidates would
 so :class:`ForcedCenters` replaces the center map by a fixed positive random map and the test
 config asks for exactly ``topk`` candidates (as the paper's Table 4 counts persons).
 
+Stages: each path's decoder ticks its stages (``Predictor.decode``); the network stages are
+:data:`NETWORK_STAGES` (LOGO-CAP and center-offset: one "network"; DEKR, HGR and bottom-up SAR
+split it by their ``stage_marks``: "backbone", "heads", "adaptive_convs" / "regression"), and the
+stages of one call sum to its wall time. Several models (and candidate counts) can be timed in the
+same interleaved loop (:func:`time_paths` takes any keys), so their ratios see the same load.
+
 Accuracy: :func:`compare_poses` matches the people of two runs and reports the largest joint
 difference and the share of joints within a tolerance.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from pathlib import Path
@@ -29,12 +36,16 @@ import torch
 
 from ..utils import LogocapError
 
-__all__ = ["PATHS", "bench_models", "ForcedCenters", "TimedNet", "build_predictors",
-           "time_paths", "summarize", "compare_poses", "shared_assets", "load_photos"]
+__all__ = ["PATHS", "NETWORK_STAGES", "bench_models", "ForcedCenters", "TimedNet",
+           "build_predictors", "with_topk", "random_rescorer", "time_paths", "summarize",
+           "time_ratio", "compare_poses", "shared_assets", "load_photos"]
 
 PATHS = {"reference": {"impl": "reference", "precision": "fp32"},
          "fast": {"impl": "fast", "precision": "fp32"},
          "bf16": {"impl": "fast", "precision": "bf16"}}
+
+# the stages that are the network's forward pass (the decoders' timing names)
+NETWORK_STAGES = ("network", "backbone", "heads", "adaptive_convs", "regression")
 
 
 def bench_models(variant: str = "w32") -> list[str]:
@@ -79,8 +90,8 @@ class TimedNet:
     decoders call the network inside their decoding; this splits it off)."""
 
     def __init__(self, net, device):
-        self.net, self.seconds = net, 0.0
-        self.cuda = torch.device(device).type == "cuda"
+        self.net, self.seconds, self.device = net, 0.0, torch.device(device)
+        self.cuda = self.device.type == "cuda"
 
     def __call__(self, x):
         if self.cuda:
@@ -118,56 +129,93 @@ def build_predictors(model, meta, input_size: int, test_cfg: dict, paths=tuple(P
     return out
 
 
+def with_topk(predictor, topk: int):
+    """A shallow copy of a :func:`build_predictors` predictor (forced centers) that refines
+    ``topk`` candidates: the same (folded) network, its own timer and test config."""
+    if not isinstance(predictor.net, TimedNet) or not isinstance(predictor.net.net, ForcedCenters):
+        raise LogocapError("with_topk needs a predictor built with forced centers")
+    q = copy.copy(predictor)
+    q.cfg = {**predictor.cfg, "topk": int(topk)}
+    q.net = TimedNet(predictor.net.net, predictor.net.device)
+    return q
+
+
+def random_rescorer(meta, device="cpu", seed: int = 0):
+    """A randomly initialised rescoring net (released init, seeded) for the keypoint set
+    ``meta``: its predictions are meaningless, its time is the real one."""
+    from ..models.rescore import RescoreNet, num_features
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = RescoreNet(num_features(meta))
+    return net.to(device).eval()
+
+
 def _stages(timings: dict, forward_s: float) -> dict:
-    """Stage seconds of one call; for decoders that run the network inside "decode" (DEKR,
-    HGR) the forward time is moved from "decode" to "network"."""
+    """Stage seconds of one call. A decoder that reports no network stage (an exported network,
+    whose forward cannot be split) runs it inside "decode": the forward time (``forward_s``) is
+    moved from "decode" to "network"."""
     t = dict(timings)
-    if "network" not in t:
+    if not any(k in t for k in NETWORK_STAGES):
         t["network"] = forward_s
         t["decode"] = t.get("decode", 0.0) - forward_s
     return t
 
 
+def _network_s(run: dict) -> float:
+    return sum(run.get(k, 0.0) for k in NETWORK_STAGES)
+
+
 def time_paths(predictors: dict, prepared: list, iters: int = 3, warmup: int = 1,
                batch: int | None = None) -> dict:
-    """Interleaved timing: every iteration runs each path once on the same prepared images.
+    """Interleaved timing: every iteration runs each predictor once on its prepared images.
 
-    ``prepared``: [(tensor, affine, size), ...], fed ``batch`` at a time (default all at once;
-    same-shape inputs share one forward pass). Returns {path: [{"wall", "cpu", <stage>:
-    seconds, ...} per iteration]} (all images).
+    ``predictors``: {key: predictor} (paths of one model, or of several models and candidate
+    counts). ``prepared``: [(tensor, affine, size), ...] for all, or {key: [...]} per predictor
+    (the same number of images each), fed ``batch`` at a time (default all at once; same-shape
+    inputs share one forward pass). Returns {key: [{"wall", "cpu", <stage>: seconds, ...} per
+    iteration]} (all images).
     """
-    b = batch or len(prepared)
-    chunks = [tuple(zip(*prepared[i:i + b])) for i in range(0, len(prepared), b)]
+    per = prepared if isinstance(prepared, dict) else {k: prepared for k in predictors}
+    if set(per) != set(predictors) or len({len(v) for v in per.values()}) > 1:
+        raise LogocapError("time_paths needs the same number of prepared images for every "
+                           "predictor")
+    n = len(next(iter(per.values())))
+    b = batch or n
+    chunks = {k: [tuple(zip(*v[i:i + b])) for i in range(0, n, b)] for k, v in per.items()}
 
-    def run(p, timings=None):
-        for tensors, affines, sizes in chunks:
+    def run(key, p, timings=None):
+        for tensors, affines, sizes in chunks[key]:
             p.predict_prepared(tensors, affines, sizes, timings=timings)
 
     for _ in range(warmup):
-        for p in predictors.values():
-            run(p)
+        for name, p in predictors.items():
+            run(name, p)
     rec = {name: [] for name in predictors}
     for _ in range(iters):
         for name, p in predictors.items():
             timings: dict = {}
             p.net.seconds = 0.0
             c0, t0 = time.process_time(), time.perf_counter()
-            run(p, timings)
+            run(name, p, timings)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             rec[name].append({"wall": wall, "cpu": cpu, **_stages(timings, p.net.seconds)})
     return rec
 
 
 def summarize(rec: dict, images: int, reference: str = "reference") -> dict:
-    """Per path: median ms per image (wall, CPU and per stage), the decode part (everything but
-    the network), images/s, and the ratios to ``reference`` (median of per-iteration ratios)."""
+    """Per path: median ms per image (wall, CPU and per stage), the network part (the sum of
+    its :data:`NETWORK_STAGES`) and the decode part (everything but the network), images/s, and
+    the ratios to ``reference`` (median of per-iteration ratios)."""
     out = {}
     for name, runs in rec.items():
         keys = sorted({k for r in runs for k in r})
         med = {k: 1000.0 * statistics.median(r.get(k, 0.0) for r in runs) / images for k in keys}
-        dec = [r["wall"] - r.get("network", 0.0) for r in runs]
+        net = [_network_s(r) for r in runs]
+        dec = [r["wall"] - x for r, x in zip(runs, net)]
         row = {"ms_per_image": med.pop("wall"), "cpu_ms_per_image": med.pop("cpu"),
                "stages_ms_per_image": med,
+               "network_ms_per_image": 1000.0 * statistics.median(net) / images,
                "decode_ms_per_image": 1000.0 * statistics.median(dec) / images,
                "images_per_s": images / statistics.median(r["wall"] for r in runs),
                "iterations": len(runs)}
@@ -177,11 +225,21 @@ def summarize(rec: dict, images: int, reference: str = "reference") -> dict:
                 a["wall"] / b["wall"] for a, b in zip(ref, runs))
             row["cpu_speedup_vs_reference"] = statistics.median(
                 a["cpu"] / b["cpu"] for a, b in zip(ref, runs))
-            if "network" in runs[0]:
+            if _network_s(runs[0]) > 0:
                 row["network_speedup_vs_reference"] = statistics.median(
-                    a["network"] / b["network"] for a, b in zip(ref, runs))
+                    _network_s(a) / _network_s(b) for a, b in zip(ref, runs))
         out[name] = row
     return out
+
+
+def time_ratio(runs_a: list, runs_b: list, key: str = "wall") -> float:
+    """Median over the iterations of one interleaved run of b's time / a's time (how many times
+    faster a is than b); ``key`` a stage or "wall"."""
+    pairs = [(a.get(key, 0.0), b.get(key, 0.0)) for a, b in zip(runs_a, runs_b)]
+    if len(runs_a) != len(runs_b) or not pairs or any(ta <= 0 for ta, _ in pairs):
+        raise LogocapError(f"time_ratio needs the iterations of one interleaved run with a "
+                           f"positive '{key}' time")
+    return statistics.median(tb / ta for ta, tb in pairs)
 
 
 # ------------------------------------------------------------------------------- accuracy

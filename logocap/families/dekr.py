@@ -37,13 +37,15 @@ def scale_inputs(images, scales) -> dict:
 
 
 def decode(net, images, meta, cfg: dict, timings: dict | None = None) -> dict:
-    """Stages in ``timings``: decode (the network passes included)."""
+    """Stages in ``timings``: the network's (``stage_marks``: backbone, heads, adaptive_convs) and
+    decode (flip fusion, candidates, pose NMS)."""
     from ..codecs.dekr_decode import decode_dekr, dekr_test_cfg
     from ..codecs.logocap_decode import _Ticker
 
     tick = _Ticker(timings, images.device)
     cfg = dekr_test_cfg(cfg)
-    res = decode_dekr(net, scale_inputs(images, cfg["scales"]), meta, cfg)
+    res = decode_dekr(net, scale_inputs(images, cfg["scales"]), meta, cfg,
+                     tick=tick if timings is not None else None)  # None: no timing hooks
     check_finite(res["raw"])
     tick("decode")
     return res

@@ -21,14 +21,16 @@ HGR_TINY = {**{k: v for k, v in TINY.items() if k not in HEAD_ONLY}, "regression
 
 
 def decode(net, images, meta, cfg: dict, timings: dict | None = None, cues=None) -> dict:
-    """Stages in ``timings``: decode (the network passes included). ``cues`` [B, M, K, 3] input
+    """Stages in ``timings``: the network's (``stage_marks``: backbone, heads, regression) and
+    decode (flip fusion, candidates, pose NMS). ``cues`` [B, M, K, 3] input
     px replace the regressed poses as the grouping cues."""
     from ..codecs.hgr_decode import decode_hgr, hgr_test_cfg
     from ..codecs.logocap_decode import _Ticker
 
     tick = _Ticker(timings, images.device)
     cfg = hgr_test_cfg(cfg)
-    res = decode_hgr(net, scale_inputs(images, cfg["scales"]), meta, cfg, cues)
+    res = decode_hgr(net, scale_inputs(images, cfg["scales"]), meta, cfg, cues,
+                     tick=tick if timings is not None else None)  # None: no timing hooks
     check_finite(res["raw"])
     tick("decode")
     return res

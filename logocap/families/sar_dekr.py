@@ -19,13 +19,15 @@ __all__ = ["FAMILY"]
 
 
 def decode(net, images, meta, cfg: dict, timings: dict | None = None) -> dict:
-    """Stages in ``timings``: decode (the network passes included)."""
+    """Stages in ``timings``: the network's (``stage_marks``: backbone, heads, adaptive_convs) and
+    decode (flip fusion, candidates, pose NMS)."""
     from ..codecs.logocap_decode import _Ticker
     from ..codecs.sar_dekr import decode_sar_dekr, sar_dekr_test_cfg
 
     tick = _Ticker(timings, images.device)
     cfg = sar_dekr_test_cfg(cfg)
-    res = decode_sar_dekr(net, scale_inputs(images, cfg["scales"]), meta, cfg)
+    res = decode_sar_dekr(net, scale_inputs(images, cfg["scales"]), meta, cfg,
+                     tick=tick if timings is not None else None)  # None: no timing hooks
     check_finite(res["raw"])
     tick("decode")
     return res

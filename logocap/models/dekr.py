@@ -101,6 +101,14 @@ class DekrModel(HRNet):
     def forward(self, x: torch.Tensor) -> dict:
         return self.forward_heads(self.forward_features(x))
 
+    def stage_marks(self) -> list[tuple[str, str, str]]:
+        """Timed stages of ``forward`` (``models.stages``): "backbone" (the HRNet trunk) until the
+        heatmap transition starts, "heads" (heatmap branch + offset transition) until the offset
+        transition is done, "adaptive_convs" (the K per-joint adaptive offset branches) to the
+        end."""
+        return [("transition_heatmap", "pre", "backbone"), ("transition_offset", "post", "heads"),
+                ("", "post", "adaptive_convs")]
+
 
 def is_dekr(model) -> bool:
     """True for a DEKR network (also when wrapped by DDP / a TrainStep-like ``.module``)."""

@@ -134,6 +134,14 @@ class HgrModel(HRNet):
     def forward(self, x: torch.Tensor) -> dict:
         return self.forward_heads(self.forward_features(x))
 
+    def stage_marks(self) -> list[tuple[str, str, str]]:
+        """Timed stages of ``forward`` (``models.stages``): "backbone" (the HRNet trunk) until the
+        heatmap transition starts, "heads" (the heatmap head with its units + the regression
+        transition) until the regression transition is done, "regression" (the regressor's units,
+        ART or plain, and its output layer) to the end."""
+        return [("transition_heatmap", "pre", "backbone"),
+                ("transition_regression", "post", "heads"), ("", "post", "regression")]
+
 
 def is_hgr(model) -> bool:
     """True for an HGR network (also when wrapped by DDP / a TrainStep-like ``.module``)."""
