@@ -32,7 +32,7 @@ import torch
 from ..codecs.decode import center_offset_candidates, upsample_heatmaps
 from ..codecs.logocap_decode import decode_cfg, refine
 from ..codecs.mesh import global_offsets, local_mesh
-from ..codecs.oks import exp_underflow, mesh_oks, oracle_assign
+from ..codecs.oks import mesh_oks, oracle_assign
 from .center_offset import CenterOffsetCriterion
 
 __all__ = ["LogoCapCriterion", "OKS_KEEP"]
@@ -121,7 +121,7 @@ class LogoCapCriterion:
         dx2 = (p0[..., 0:1] + t - gt_a[..., 0:1]) ** 2  # [N, K, a]
         dy2 = (p0[..., 1:2] + t - gt_a[..., 1:2]) ** 2
         d2 = dy2[..., :, None] + dx2[..., None, :]  # [N, K, a, a]
-        target_hm = exp_underflow(-d2 / (2.0 * (self.refined_sigma * ws) ** 2))
+        target_hm = torch.exp(-d2 / (2.0 * (self.refined_sigma * ws) ** 2))
 
         w4 = w[..., None, None]
         kam_l = (w4 * (kams - oks_t) ** 2).mean((1, 2, 3)).sum() / n_valid
