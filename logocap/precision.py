@@ -22,6 +22,14 @@ the heatmaps, the offsets and the KAMs (:func:`~logocap.models.fuse.output_convs
 final 1x1 convs) run in fp32 on the bfloat16 features (:func:`keep_fp32`): rounding their
 outputs to bfloat16 would move an offset of 16-32 output px by up to 0.5 input px.
 :class:`InferenceModel` is what the Predictor calls.
+
+What bf16 still changes is the network itself: its features carry bfloat16's rounding, so the
+heatmaps differ from fp32 by about 1e-3 of their range (4e-3 with random W32 weights) and the
+offset-decoded joints by a median 0.08 px (up to about 1 px). Decoding picks between pixels
+(center NMS on the 4x upsampled map, LOGO-CAP's global top-2) whose fp32 values often differ by
+far less, and those picks flip; keeping the heads' hidden layers in fp32 as well buys little
+and costs about 30% of the W32 network speed (``benchmarks/bf16_agreement.py`` measures the
+sources, the near-ties and the cost).
 """
 from __future__ import annotations
 
