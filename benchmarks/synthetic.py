@@ -481,10 +481,11 @@ def markdown(results: dict) -> str:
         lines += ["", "HGR ablation (seed paper Table 4): AP of the regressed poses alone (regression "
                       "quality), of the heatmap keypoints grouped with the ground-truth poses "
                       "(heatmap quality) and of the whole method (final quality); paper: HRNet-W32, "
-                      "COCO val2017. The heatmap quality reads the paper literally (the ground truth "
-                      "replaces the regressed poses): a ground-truth joint with no heatmap candidate "
-                      "(heat > 0.01) within test.group_radius stays where it is, so heatmaps that "
-                      "find nothing score high (an untrained model gets 1.0).", "",
+                      "COCO val2017. In the heatmap quality the ground truth replaces the regressed "
+                      "poses as the cues; a joint with no heatmap candidate (heat > 0.01) within "
+                      "test.group_radius takes the nearest candidate of its type, or counts as "
+                      "missed if there is none (keeping the ground-truth joint, the literal rule, "
+                      "would score heatmaps that find nothing as perfect).", "",
                   "| row | regression | heatmap | final | paper regression / heatmap / final |",
                   "|---|---:|---:|---:|---:|"]
         for k, r in t4:

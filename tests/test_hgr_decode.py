@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from logocap.codecs.dekr_decode import resample_aligned
-from logocap.codecs.hgr_decode import (decode_hgr_outputs, group_keypoints, group_with_cues,
+from logocap.codecs.hgr_decode import (MISSED_JOINT_PX, decode_hgr_outputs, group_keypoints,
+                                      group_with_cues,
                                        heatmap_candidates, hgr_test_cfg)
 from logocap.meta import KeypointMeta
 from logocap.utils import LogocapError
@@ -163,10 +164,30 @@ def test_group_with_ground_truth_cues():
     assert torch.allclose(g[0, :2], torch.tensor([20.0, 20.0], dtype=torch.float64), atol=0.05)
     # the unlabelled joint starts at the labelled centroid (37, 34) and absorbs the type-1 peak
     assert torch.allclose(g[1, :2], torch.tensor([30.0, 40.0], dtype=torch.float64), atol=0.05)
-    assert torch.equal(g[2, :2], cues[0, 0, 2, :2])  # type 2 has no candidate: kept
+    # type 2 has no candidate at all: a miss, far from the cue, with heat 0
+    assert torch.equal(g[2, :2], cues[0, 0, 2, :2] + MISSED_JOINT_PX) and g[2, 2] == 0
     assert res["scores"][0, 0].item() == pytest.approx((0.8 + 0.6 + 0.0) / 3, abs=0.01)
+    literal = group_with_cues(heat, cues, radius=75.0, fallback="cue")
+    assert torch.equal(literal["poses"][0, 0, 2, :2], cues[0, 0, 2, :2])  # the cue's joint stays
     with pytest.raises(LogocapError, match="cues must be"):
         group_with_cues(heat, cues[..., :2])
+    with pytest.raises(LogocapError, match="fallback"):
+        group_with_cues(heat, cues, fallback="gt")
+
+
+def test_group_with_cues_beyond_the_radius():
+    """A candidate farther than the radius: the heatmap quality takes it (the heatmaps' answer),
+    the literal rule keeps the cue's joint."""
+    heat = torch.zeros(1, 1, 64, 80, dtype=torch.float64)
+    heat[0, 0] = gauss(64, 80, 60.0, 40.0, 6.0, 0.7)
+    cues = torch.tensor([[[[10.0, 10.0, 2]]]], dtype=torch.float64)
+    near = group_with_cues(heat, cues, radius=20.0)
+    assert torch.allclose(near["poses"][0, 0, 0, :2], torch.tensor([60.0, 40.0], dtype=torch.float64),
+                          atol=0.05)
+    assert near["poses"][0, 0, 0, 2].item() == pytest.approx(0.7, abs=0.01)
+    assert not near["absorbed"][0, 0, 0]
+    cue = group_with_cues(heat, cues, radius=20.0, fallback="cue")
+    assert torch.equal(cue["poses"][0, 0, 0, :2], cues[0, 0, 0, :2])
 
 
 @pytest.mark.parametrize("bad", [-1, "far", True, math.inf])

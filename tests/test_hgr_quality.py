@@ -51,9 +51,13 @@ def test_ground_truth_cues_absorb_the_heatmap_peaks():
     assert len(poses) == 1 and poses.image_id == 7
     kp = poses.keypoints[0]
     assert np.allclose(kp[[0, 5, 11], :2], gt[0, [0, 5, 11], :2], atol=0.1)
-    # joints without a label start at the labelled centroid and have no candidate: kept there
-    assert np.allclose(kp[1, :2], cue[0, [0, 5, 11], :2].mean(0), atol=1e-3)
+    # joints without a label start at the labelled centroid; their types have no candidate, so
+    # they are misses, reported far outside the image (heat 0)
+    assert (kp[1, :2] > 1000).all() and kp[1, 2] == 0
     assert poses.scores[0] == pytest.approx(3 / 17, abs=0.01)
+    # the literal rule keeps them at the cue
+    literal = cue_grouped_poses(pred, img, cue, fallback="cue").keypoints[0]
+    assert np.allclose(literal[1, :2], cue[0, [0, 5, 11], :2].mean(0), atol=1e-3)
     # a person without a labelled joint is no cue
     two = np.concatenate([cue, np.zeros((1, 17, 3))])
     assert len(cue_grouped_poses(pred, img, two)) == 1
@@ -61,16 +65,18 @@ def test_ground_truth_cues_absorb_the_heatmap_peaks():
         cue_grouped_poses(Predictor(model, COCO, size, {"scales": [0.5, 1.0]}), img, cue)
 
 
-def test_empty_heatmaps_give_back_the_cues_ap_1(tmp_path):
-    """No candidate anywhere: every cue joint is kept, so the 'grouped' poses are the ground
-    truth through the prediction coordinate path (original -> input -> original): AP 1."""
+def test_empty_heatmaps_score_nothing_and_the_literal_rule_gives_back_the_cues(tmp_path):
+    """No candidate anywhere: the heatmap quality is AP 0 (every joint missed). With the literal
+    rule every cue joint is kept, so the 'grouped' poses are the ground truth through the
+    prediction coordinate path (original -> input -> original): AP 1."""
     ann, images = make_coco_fixture(tmp_path, num_images=2, size=(96, 128))
     ds = CocoPoseDataset(ann, images, mode="val", input_size=64)
     pred = Predictor(MapsModel(), ds.meta, 64, {"flip": True})
     res = heatmap_quality_poses(pred, ds)
     assert set(res) == set(ds.image_ids)
-    metrics = evaluate_predictions(res, ds.coco, ds.meta, verbose=False)
-    assert metrics["AP"] == pytest.approx(1.0)
+    assert evaluate_predictions(res, ds.coco, ds.meta, verbose=False)["AP"] == pytest.approx(0.0)
+    literal = heatmap_quality_poses(pred, ds, fallback="cue")
+    assert evaluate_predictions(literal, ds.coco, ds.meta, verbose=False)["AP"] == pytest.approx(1.0)
 
 
 def test_needs_an_hgr_model():

@@ -25,7 +25,8 @@ Batched torch (batch > 1, no Python loop over people or joints); any keypoint se
 
 Heatmap quality (Table 4): :func:`group_with_cues` groups the candidates with given poses (the
 ground truth, in input px) as the cues instead of the regressed ones; ``decode_hgr(..., cues=)``
-runs it on a model's maps.
+runs it on a model's maps. A joint with no candidate within the radius takes the nearest one of
+its type, or counts as missed (``fallback``): the heatmaps alone are measured.
 """
 from __future__ import annotations
 
@@ -196,18 +197,35 @@ def decode_hgr_outputs(per_scale: list[tuple[float, torch.Tensor, torch.Tensor]]
             "center_scores": cscore, "heatmaps_avg": heat_avg}
 
 
-def group_with_cues(heat: torch.Tensor, cues: torch.Tensor, radius: float = GROUP_RADIUS) -> dict:
+MISSED_JOINT_PX = 1.0e4  # where the heatmap quality puts a joint whose type has no candidate
+
+
+def group_with_cues(heat: torch.Tensor, cues: torch.Tensor, radius: float = GROUP_RADIUS,
+                    fallback: str = "nearest") -> dict:
     """Heatmap quality (Table 4): group the keypoint candidates with given poses as the cues.
 
     heat [B, K, H, W] input-resolution keypoint heatmaps; cues [B, M, K, 3] (x, y, v) input px,
     e.g. the ground-truth poses (v > 0 labelled; unlabelled joints start at the centroid of the
-    labelled ones, and cues with no labelled joint are invalid). Score = mean heat value of the
-    grouped joints (no center map: only the heatmaps are measured). Returns dict(poses
-    [B, M, K, 3] (x, y, heat), scores [B, M], valid [B, M], keep (= valid), absorbed [B, M, K]).
+    labelled ones, and cues with no labelled joint are invalid). Each joint absorbs the nearest
+    candidate of its type within ``radius``. A joint with none within the radius:
+
+    - ``fallback="nearest"`` (default): takes the nearest candidate of its type at any distance,
+      and where the heatmaps have no candidate of that type at all it is reported
+      ``MISSED_JOINT_PX`` px from its cue with heat 0, so that OKS counts it as missed. This
+      measures the heatmaps alone: with ground-truth cues, keeping the cue's joint would score
+      the ground truth wherever the heatmaps found nothing (an untrained model scores AP 1).
+    - ``fallback="cue"``: stays at the cue, the literal §3.2 rule (right for regressed cues, the
+      final quality; with ground-truth cues it rewards heatmaps that miss).
+
+    Score = mean heat value of the grouped joints (no center map: only the heatmaps are
+    measured). Returns dict(poses [B, M, K, 3] (x, y, heat), scores [B, M], valid [B, M],
+    keep (= valid), absorbed [B, M, K]).
     """
     if cues.dim() != 4 or cues.shape[-1] != 3 or cues.shape[2] != heat.shape[1]:
         raise LogocapError(f"cues must be [B, M, {heat.shape[1]}, 3] (x, y, v), got "
                            f"{tuple(cues.shape)}")
+    if fallback not in ("nearest", "cue"):
+        raise LogocapError(f"fallback must be 'nearest' or 'cue', got {fallback!r}")
     cues = cues.to(heat.dtype)
     lab = cues[..., 2] > 0
     valid = lab.any(-1)
@@ -217,12 +235,20 @@ def group_with_cues(heat: torch.Tensor, cues: torch.Tensor, radius: float = GROU
     cand_xy, cand_val, cand_ok = heatmap_candidates(heat)
     xy, absorbed, index = group_keypoints(start, cand_xy, cand_ok, float(radius))
     h = _joint_heat(heat, xy, absorbed, index, cand_val)
+    if fallback == "nearest":
+        near_xy, _, near_index = group_keypoints(start, cand_xy, cand_ok, math.inf)
+        has_type = cand_ok.any(-1)[:, None, :].expand_as(absorbed)  # [B, M, K]
+        far = ~absorbed & has_type
+        xy = torch.where(far[..., None], near_xy, xy)
+        h = torch.where(far, _joint_heat(heat, near_xy, has_type, near_index, cand_val), h)
+        xy = torch.where(has_type[..., None], xy, start + MISSED_JOINT_PX)
+        h = torch.where(has_type, h, torch.zeros_like(h))
     return {"poses": torch.cat([xy, h[..., None]], dim=-1), "scores": h.mean(-1),
             "valid": valid, "keep": valid, "absorbed": absorbed & valid[..., None]}
 
 
 def decode_hgr(model, images_by_scale: dict, meta, cfg: dict | None = None,
-               cues: torch.Tensor | None = None, tick=None) -> dict:
+               cues: torch.Tensor | None = None, tick=None, cue_fallback: str = "nearest") -> dict:
     """Run an HGR model on the images of every test scale and decode (module docstring).
 
     ``images_by_scale``: {scale: normalised batch [B, 3, H_s, W_s]} (the scale-1 batch defines the
@@ -237,7 +263,7 @@ def decode_hgr(model, images_by_scale: dict, meta, cfg: dict | None = None,
     if cues is not None:
         heat = res["heatmaps_avg"]
         res = group_with_cues(heat[:, :meta.num_keypoints], cues.to(heat.device),
-                              cfg["group_radius"])
+                              cfg["group_radius"], cue_fallback)
         res["heatmaps_avg"] = heat
     res["raw"] = raw
     return res

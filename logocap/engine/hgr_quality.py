@@ -17,13 +17,16 @@ from ..utils import LogocapError
 __all__ = ["cue_grouped_poses", "heatmap_quality_poses"]
 
 
-def cue_grouped_poses(predictor, image, gt_keypoints, image_id=None) -> Poses:
+def cue_grouped_poses(predictor, image, gt_keypoints, image_id=None,
+                      fallback: str = "nearest") -> Poses:
     """One RGB image and its ground-truth poses ``gt_keypoints`` [M, K, 3] (original px, v > 0
     labelled) -> the heatmap candidates grouped with those poses as the cues (original px).
 
     The Predictor's test transform, flip and ``group_radius`` apply; one test scale only (the
     heatmap quality is measured at scale 1). Scores: the mean heat value of the grouped joints.
-    People without a labelled joint are dropped.
+    People without a labelled joint are dropped. ``fallback``: what a joint with no candidate
+    within the radius becomes (``codecs.hgr_decode.group_with_cues``; by default the nearest
+    candidate of its type, or a miss).
     """
     from ..codecs.decode import to_original
     from ..codecs.hgr_decode import decode_hgr, hgr_test_cfg
@@ -46,7 +49,8 @@ def cue_grouped_poses(predictor, image, gt_keypoints, image_id=None) -> Poses:
     net = getattr(predictor, "net", predictor.model)
     with torch.inference_mode():
         res = decode_hgr(net, {1.0: batch}, meta, cfg,
-                         cues=torch.as_tensor(cues, dtype=dtype, device=predictor.device)[None])
+                         cues=torch.as_tensor(cues, dtype=dtype, device=predictor.device)[None],
+                         cue_fallback=fallback)
     aff = torch.as_tensor(np.asarray(affine, np.float64))[None]
     orig = to_original(res["poses"], aff.to(res["poses"].device)).float().cpu().numpy()[0]
     keep = res["keep"].cpu().numpy()[0]
@@ -54,7 +58,7 @@ def cue_grouped_poses(predictor, image, gt_keypoints, image_id=None) -> Poses:
                  image_id=image_id, image_size=tuple(size))
 
 
-def heatmap_quality_poses(predictor, dataset) -> dict:
+def heatmap_quality_poses(predictor, dataset, fallback: str = "nearest") -> dict:
     """``{image_id: Poses}`` of :func:`cue_grouped_poses` over a val ``CocoPoseDataset`` (its
     annotations with at least one labelled joint are the cues)."""
     from ..data.transforms import load_image
@@ -65,5 +69,5 @@ def heatmap_quality_poses(predictor, dataset) -> dict:
         anns = [a for a in dataset.gt_annotations(image_id) if a.get("num_keypoints", 0) > 0]
         gt = np.array([a["keypoints"] for a in anns], np.float64).reshape(len(anns), k, 3)
         out[image_id] = cue_grouped_poses(predictor, load_image(dataset.image_path(image_id)), gt,
-                                          image_id=image_id)
+                                          image_id=image_id, fallback=fallback)
     return out
