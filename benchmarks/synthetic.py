@@ -310,17 +310,13 @@ def main(argv=None) -> int:
 
     results["table1"] = table1(results["rows"])
     results["claims"] = claims(results["rows"])
-    # slim copies (weights + metadata, no optimizer state) for `logocap demo` and users
+    # slim float16 copies (weights + metadata, no optimizer state) for `logocap demo` and users
     if not args.quick:
-        from logocap.engine.checkpoint import load_checkpoint
-        from logocap.utils import atomic_torch_save
+        from logocap.engine.checkpoint import slim_checkpoint
         for src, dst in ((out / "baseline" / "last.pth", f"center_offset_hrnet_{bb}_256.pth"),
                          (out / "logocap_f" / "last.pth", f"logocap_hrnet_{bb}_256.pth")):
             if src.is_file():
-                ck = load_checkpoint(src)
-                for k in ("optimizer", "scheduler", "rng", "scaler"):
-                    ck.pop(k, None)
-                atomic_torch_save(ck, ROOT / "checkpoints" / "synthetic" / dst)
+                slim_checkpoint(src, ROOT / "checkpoints" / "synthetic" / dst, half=True)
                 results.setdefault("checkpoints", [])
                 if f"checkpoints/synthetic/{dst}" not in results["checkpoints"]:
                     results["checkpoints"].append(f"checkpoints/synthetic/{dst}")
