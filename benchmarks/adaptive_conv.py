@@ -3,8 +3,8 @@
 
 Both blocks map C -> C channels at the same size and end with BN + residual + ReLU:
   plain   3x3 conv (no bias) -> BN -> + x -> ReLU
-  adapt   AdaptBlock: 3x3 convs for A (4 ch) and t (2 ch) -> positions p + A r + t ->
-          one grid_sample for the 9 taps -> one matmul with the kernel -> BN -> + x -> ReLU
+  adapt   AdaptBlock: one 3x3 conv for A (4 ch) and t (2 ch) -> sampling grid p + A r + t ->
+          one grid_sample for the 9 taps -> one bmm with the kernel -> BN -> + x -> ReLU
 The adapt row is also split into its parts (the A/t convs, the sampling, the matmul).
 Timing: eval mode, no grad (forward) and train mode (forward + backward); the candidates are
 run interleaved, one call each per round, and the median per call is reported.
@@ -24,9 +24,10 @@ import time
 from _common import table, write_results  # first: puts the repository on sys.path
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from logocap.models.adaptive import AdaptBlock, _base, _mix, sample_taps  # noqa: E402
+from logocap.models.adaptive import AdaptBlock, _mix, adaptive_grid  # noqa: E402
 from logocap.models.blocks import BN_MOMENTUM  # noqa: E402
 from logocap.utils import machine_info  # noqa: E402
 
@@ -46,18 +47,21 @@ class PlainBlock(nn.Module):
 
 
 def _parts(blk: AdaptBlock, x: torch.Tensor) -> dict:
-    """Callables for the three parts of the adaptive block (forward only)."""
-    b, _, h, w = x.shape
-    a = blk.transform_matrix_conv(x)
-    t = blk.translation_conv(x)
+    """Callables for the three parts of the adaptive block (forward only), as the block runs
+    them."""
+    b, c, h, w = x.shape
+    tm, tr = blk.transform_matrix_conv, blk.translation_conv
+    wt, bs = torch.cat([tm.weight, tr.weight]), torch.cat([tm.bias, tr.bias])
+    at = F.conv2d(x, wt, bs, padding=1)
     r = blk.regular_matrix
-    ar = (a.reshape(b, 2, 2, 1, h, w) * r.view(1, 1, 2, -1, 1, 1)).sum(2)
-    ys, xs = _base(x)
-    py, px = ys + ar[:, 0] + t[:, 0:1], xs + ar[:, 1] + t[:, 1:2]
-    taps = sample_taps(x, py, px)
+
+    def sampling():
+        return F.grid_sample(x, adaptive_grid(at, r), align_corners=False).view(b, c, 9, h, w)
+
+    taps = sampling()
     return {
-        "adapt: A,t convs": lambda: (blk.transform_matrix_conv(x), blk.translation_conv(x)),
-        "adapt: sampling": lambda: sample_taps(x, py, px),
+        "adapt: A,t convs": lambda: F.conv2d(x, wt, bs, padding=1),
+        "adapt: sampling": sampling,
         "adapt: matmul": lambda: _mix(taps, blk.adapt_conv.weight, None),
     }
 

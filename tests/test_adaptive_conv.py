@@ -137,3 +137,82 @@ def test_positions_stay_float32_under_bfloat16():
     err = (low - ref).abs()[..., 90:110].max()
     shifted = (adaptive_conv2d(x, a, torch.zeros_like(t), wt) - ref).abs()[..., 90:110].max()
     assert err < 0.1 * shifted  # only the values are rounded, not the 0.3 px shift
+
+
+# --- the implementation before the training-speed rewrite (frozen here as the parity reference):
+# positions from full-size elementwise ops, two convs for A and t, a 2-D @ 3-D matmul mix
+def _old_adaptive_conv2d(x, transform, translation, weight, r):
+    b, c, h, w = x.shape
+    dt = torch.promote_types(x.dtype, torch.float32)
+    r = r.to(dt)
+    a = transform.to(dt).reshape(b, 2, 2, 1, h, w)
+    ar = (a * r.view(1, 1, 2, -1, 1, 1)).sum(2)
+    ys = torch.arange(h, dtype=dt).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=dt).view(1, 1, 1, w)
+    t = translation.to(dt)
+    py, px = ys + ar[:, 0] + t[:, 0:1], xs + ar[:, 1] + t[:, 1:2]
+    gx, gy = (2.0 * px + 1.0) / w - 1.0, (2.0 * py + 1.0) / h - 1.0
+    grid = torch.stack([gx, gy], dim=-1).reshape(b, 9 * h, w, 2)
+    taps = F.grid_sample(x.to(dt), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False).to(x.dtype)
+    o = weight.shape[0]
+    return torch.matmul(weight.reshape(o, c * 9), taps.reshape(b, c * 9, h * w)).reshape(b, o, h, w)
+
+
+def _old_block_forward(blk, x):
+    out = _old_adaptive_conv2d(x, blk.transform_matrix_conv(x), blk.translation_conv(x),
+                               blk.adapt_conv.weight, blk.regular_matrix)
+    return torch.relu(blk.bn(out) + x)
+
+
+def _trained_like_block(c, seed):
+    """An AdaptBlock whose A and t vary per pixel: taps land inside, across and outside the map."""
+    torch.manual_seed(seed)
+    blk = AdaptBlock(c).train()
+    with torch.no_grad():
+        for m, std, bias in ((blk.transform_matrix_conv, 0.3, [1.0, 0.2, -0.3, 0.8]),
+                             (blk.translation_conv, 1.0, [1.5, -2.0])):
+            m.weight.normal_(0, std)
+            m.bias.copy_(torch.tensor(bias))
+    return blk
+
+
+def _block_step(blk, forward, x, up):
+    blk.zero_grad()
+    x = x.detach().requires_grad_()
+    y = forward(x)
+    (y.float() * up).sum().backward()
+    grads = {n: p.grad.clone() for n, p in blk.named_parameters()}
+    return y, x.grad, grads
+
+
+def test_block_matches_the_previous_implementation_fp32():
+    blk = _trained_like_block(5, seed=1)
+    x = torch.randn(3, 5, 12, 10)
+    up = torch.randn(3, 5, 12, 10)
+    y_new, gx_new, gp_new = _block_step(blk, blk, x, up)
+    y_old, gx_old, gp_old = _block_step(blk, lambda v: _old_block_forward(blk, v), x, up)
+
+    def rel(a, b):
+        return ((a - b).abs().max() / b.abs().max()).item()
+
+    assert rel(y_new, y_old) < 1e-5
+    assert rel(gx_new, gx_old) < 1e-5
+    for name, g in gp_old.items():
+        assert g.abs().max() > 0, name  # every parameter gets a gradient in this set-up
+        assert rel(gp_new[name], g) < 1e-5, name
+
+
+def test_block_under_bf16_autocast_channels_last_tracks_the_previous_implementation():
+    blk = _trained_like_block(4, seed=2).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 4, 16, 16).to(memory_format=torch.channels_last)
+    up = torch.randn(2, 4, 16, 16)
+    ref, gref, _ = _block_step(blk, blk, x.float().contiguous(), up)  # fp32 truth
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_new, gx_new, _ = _block_step(blk, blk, x, up)
+        y_old, gx_old, _ = _block_step(blk, lambda v: _old_block_forward(blk, v), x, up)
+    assert y_new.dtype == y_old.dtype
+    err_new, err_old = (y_new.float() - ref).norm(), (y_old.float() - ref).norm()
+    assert err_new < 2 * err_old + 1e-3 * ref.norm()  # same bf16 error level as before
+    gerr_new, gerr_old = (gx_new - gref).norm(), (gx_old - gref).norm()
+    assert gerr_new < 2 * gerr_old + 1e-3 * gref.norm()

@@ -9,9 +9,18 @@ column j). In the offset form of a deformable convolution this is offset_k = A r
 
 Sampling is bilinear with zeros outside the map (the deformable-conv rule: a corner outside the
 map contributes 0). Implementation: ONE ``grid_sample`` call reads all nine taps of every pixel
-(``[B, C, 9 H, W]``), then ONE matmul mixes them with the kernel (im2col of the sampled taps).
-Both ops are differentiable in the input and the sampling positions, run on CPU and GPU, and
-export to ONNX (GridSample, opset >= 16).
+(``[B, C, 9 H, W]``), then ONE batched matmul mixes them with the kernel (im2col of the sampled
+taps). Both ops are differentiable in the input and the sampling positions, run on CPU and GPU,
+and export to ONNX (GridSample, opset >= 16).
+
+Training speed (the backward of ``grid_sample`` is the floor: a scatter of every tap's gradient):
+- the sampling grid comes from ONE small matmul of the six predicted numbers per pixel
+  (A, t) with a fixed [6, 2 k*k] matrix that already holds R and the pixel -> [-1, 1]
+  normalisation (:func:`adaptive_grid`), instead of a chain of full-size elementwise ops;
+- the block predicts A and t with ONE 3x3 conv of 6 channels (the two released convs'
+  weights concatenated on the fly, so the parameters and state_dict keys are unchanged);
+- the kernel mix is a ``bmm`` whose operands are used as laid out: a 2-D @ 3-D ``matmul``
+  made a transposed copy of the taps in the forward and of their gradient in the backward.
 
 Vector convention: A and t act on (dy, dx) vectors, as in the released module: channel 2 r + c
 of ``transform_matrix_conv`` is A[r, c], channel 0 / 1 of ``translation_conv`` is t_y / t_x.
@@ -26,8 +35,8 @@ from torch import nn
 
 from .blocks import BN_MOMENTUM
 
-__all__ = ["regular_grid", "sample_taps", "deform_conv2d", "adaptive_conv2d", "DeformConv2d",
-           "AdaptBlock"]
+__all__ = ["regular_grid", "sample_taps", "adaptive_grid", "deform_conv2d", "adaptive_conv2d",
+           "DeformConv2d", "AdaptBlock"]
 
 
 def regular_grid(kernel_size: int = 3, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -70,8 +79,10 @@ def _mix(taps: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     """taps [B, C, k*k, H, W] x weight [O, C, k, k] -> [B, O, H, W]: one matmul (im2col form)."""
     b, c, kk, h, w = taps.shape
     o = weight.shape[0]
-    out = torch.matmul(weight.reshape(o, c * kk), taps.reshape(b, c * kk, h * w))
-    out = out.reshape(b, o, h, w)
+    # bmm with a broadcast (stride-0) kernel: no transposed copy of the taps or their gradient
+    wm = weight.reshape(1, o, c * kk).expand(b, o, c * kk)
+    out = torch.bmm(wm, taps.reshape(b, c * kk, h * w))
+    out = out.view(b, o, h, w)
     return out if bias is None else out + bias.view(1, o, 1, 1)
 
 
@@ -128,23 +139,51 @@ def adaptive_conv2d(x: torch.Tensor, transform: torch.Tensor, translation: torch
     if transform.shape != (b, 4, h, w) or translation.shape != (b, 2, h, w):
         raise ValueError(f"transform / translation must be [{b}, 4 / 2, {h}, {w}], got "
                          f"{tuple(transform.shape)} / {tuple(translation.shape)}")
+    r = regular_grid(k, _position_dtype(x), x.device) if grid is None else grid
+    return _adaptive(x, torch.cat([transform, translation], dim=1), weight, bias, r)
+
+
+def adaptive_grid(at: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The ``grid_sample`` grid of the adaptive conv: tap n of pixel p at p + A(p) r_n + t(p).
+
+    at [B, 6, H, W]: channels (A00, A01, A10, A11, t_y, t_x) on (dy, dx) vectors; grid = R
+    [2, k*k]. Returns [B, k*k H, W, 2] (x, y) in grid_sample's normalised coordinates
+    (align_corners=False: g = (2 p + 1) / size - 1), in float32 at least. One matmul with a
+    fixed [6, 2 k*k] matrix M: g_x = base_x + (2 / W) (A10 r_y + A11 r_x + t_x), g_y likewise.
+    """
+    b, _, h, w = at.shape
+    dt = _position_dtype(at)
+    r = grid.to(dt)
+    kk = r.shape[1]
+    m = torch.zeros(6, kk, 2, dtype=dt, device=at.device)  # last dim: (x, y)
+    m[0, :, 1], m[1, :, 1], m[4, :, 1] = r[0] * (2.0 / h), r[1] * (2.0 / h), 2.0 / h
+    m[2, :, 0], m[3, :, 0], m[5, :, 0] = r[0] * (2.0 / w), r[1] * (2.0 / w), 2.0 / w
+    # [B H W, 6] @ [6, 2 kk]: a view of a channels_last ``at``, one small copy otherwise
+    g = at.to(dt).permute(0, 2, 3, 1).reshape(b * h * w, 6) @ m.view(6, 2 * kk)
+    gy = (2.0 * torch.arange(h, dtype=dt, device=at.device) + 1.0) / h - 1.0
+    gx = (2.0 * torch.arange(w, dtype=dt, device=at.device) + 1.0) / w - 1.0
+    base = torch.stack([gx.view(1, w).expand(h, w), gy.view(h, 1).expand(h, w)], dim=-1)
+    g = g.view(b, h, w, kk, 2).permute(0, 3, 1, 2, 4) + base  # [B, kk, H, W, 2]
+    return g.reshape(b, kk * h, w, 2)
+
+
+def _adaptive(x: torch.Tensor, at: torch.Tensor, weight: torch.Tensor,
+              bias: torch.Tensor | None, r: torch.Tensor) -> torch.Tensor:
+    """:func:`adaptive_conv2d` with A and t stacked: at [B, 6, H, W]."""
+    b, c, h, w = x.shape
+    kk = r.shape[1]
     dt = _position_dtype(x)
-    r = regular_grid(k, dt, x.device) if grid is None else grid.to(dt)
-    a = transform.to(dt).reshape(b, 2, 2, 1, h, w)
-    ar = (a * r.view(1, 1, 2, -1, 1, 1)).sum(2)  # (A r_n) [B, 2, kk, H, W]
-    ys, xs = _base(x)
-    t = translation.to(dt)
-    py = ys + ar[:, 0] + t[:, 0:1]
-    px = xs + ar[:, 1] + t[:, 1:2]
-    return _mix(sample_taps(x, py, px), weight, bias)
+    taps = F.grid_sample(x.to(dt), adaptive_grid(at, r), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+    return _mix(taps.view(b, c, kk, h, w).to(x.dtype), weight, bias)
 
 
 class DeformConv2d(nn.Module):
     """A k x k deformable conv (stride 1, same-size output) holding only ``weight`` (+ ``bias``),
     so its state_dict keys match torchvision's ``DeformConv2d`` (``adapt_conv.weight``).
 
-    ``forward(x, offset)`` takes torchvision-layout offsets; :class:`AdaptBlock` calls
-    :func:`adaptive_conv2d` with its weight directly.
+    ``forward(x, offset)`` takes torchvision-layout offsets; :class:`AdaptBlock` uses its weight
+    directly (the adaptive form of :func:`adaptive_conv2d`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
@@ -207,6 +246,11 @@ class AdaptBlock(nn.Module):
         return off.permute(0, 2, 1, 3, 4).reshape(b, 18, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = adaptive_conv2d(x, self.transform_matrix_conv(x), self.translation_conv(x),
-                              self.adapt_conv.weight, grid=self.regular_matrix)
+        if x.dim() != 4:
+            raise ValueError(f"AdaptBlock expects [B, C, H, W] input, got {tuple(x.shape)}")
+        # A and t from one 6-channel conv: the released convs' weights, concatenated
+        tm, tr = self.transform_matrix_conv, self.translation_conv
+        at = F.conv2d(x, torch.cat([tm.weight, tr.weight]), torch.cat([tm.bias, tr.bias]),
+                      padding=1)
+        out = _adaptive(x, at, self.adapt_conv.weight, None, self.regular_matrix)
         return self.relu(self.bn(out) + x)
