@@ -69,3 +69,24 @@ def write_results(name: str, rows: list, args, machine: dict, out=None) -> Path:
     write_json(path, {"machine": machine, "settings": vars(args), "rows": rows})
     print(f"written {path}")
     return path
+
+
+def add_clock_arguments(p) -> None:
+    """--threads and --cpu-time, for scripts that time torch work."""
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time with the process CPU time (needs --threads 1): less sensitive to "
+                        "other processes on the core than the wall clock")
+
+
+def clock_from_args(p, args):
+    """Apply --threads and return the clock --cpu-time asks for (process CPU time or wall)."""
+    import time
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time and torch.get_num_threads() != 1:
+        p.error("--cpu-time measures one thread: add --threads 1")
+    return time.process_time if args.cpu_time else time.perf_counter

@@ -23,9 +23,8 @@ import argparse
 import copy
 import statistics
 import tempfile
-import time
 
-from _common import table, write_results  # puts ROOT first on sys.path
+from _common import add_clock_arguments, clock_from_args, table, write_results  # puts ROOT first on sys.path
 from logocap_train_speed import import_baseline
 
 import torch  # noqa: E402
@@ -76,17 +75,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--size", type=int, default=256, help="input size in pixels")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--cpu-time", action="store_true",
-                   help="time with process CPU time (needs --threads 1): less sensitive to a "
-                   "shared core than the wall clock")
+    add_clock_arguments(p)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.cpu_time and torch.get_num_threads() != 1:
-        p.error("--cpu-time measures one thread: add --threads 1")
-    clock = time.process_time if args.cpu_time else time.perf_counter
+    clock = clock_from_args(p, args)
 
     tmp = tempfile.TemporaryDirectory()
     base = import_baseline(args.baseline, __import__("pathlib").Path(tmp.name))

@@ -32,10 +32,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import ROOT, table, write_results  # puts ROOT first on sys.path
+from _common import ROOT, add_clock_arguments, clock_from_args, table, write_results  # puts ROOT first on sys.path
 
 import torch  # noqa: E402
 
@@ -91,17 +90,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2, help="timed steps per side and round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
     p.add_argument("--loader-images", type=int, default=24, help="images for the data-pipeline rate")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--cpu-time", action="store_true",
-                   help="time with the process CPU time (needs --threads 1): less sensitive to "
-                        "other processes on the core")
+    add_clock_arguments(p)
     p.add_argument("--results", default=None)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.cpu_time and torch.get_num_threads() != 1:
-        p.error("--cpu-time measures one thread: add --threads 1")
-    clock = time.process_time if args.cpu_time else time.perf_counter
+    clock = clock_from_args(p, args)
     ensure_synthetic(args.data, "default", args.num_train, args.num_val, args.size, seed=0)
     tmp = tempfile.TemporaryDirectory()
     sides = {"baseline": import_baseline(args.baseline, Path(tmp.name)), "this": library("logocap")}
