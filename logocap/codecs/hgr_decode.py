@@ -233,14 +233,14 @@ def group_with_cues(heat: torch.Tensor, cues: torch.Tensor, radius: float = GROU
     centroid = (cues[..., :2] * w).sum(2, keepdim=True) / w.sum(2, keepdim=True).clamp(min=1)
     start = torch.where(lab[..., None], cues[..., :2], centroid)
     cand_xy, cand_val, cand_ok = heatmap_candidates(heat)
-    xy, absorbed, index = group_keypoints(start, cand_xy, cand_ok, float(radius))
-    h = _joint_heat(heat, xy, absorbed, index, cand_val)
-    if fallback == "nearest":
-        near_xy, _, near_index = group_keypoints(start, cand_xy, cand_ok, math.inf)
-        has_type = cand_ok.any(-1)[:, None, :].expand_as(absorbed)  # [B, M, K]
-        far = ~absorbed & has_type
-        xy = torch.where(far[..., None], near_xy, xy)
-        h = torch.where(far, _joint_heat(heat, near_xy, has_type, near_index, cand_val), h)
+    # one nearest-candidate search at any distance; the radius then decides what is absorbed
+    near, _, index = group_keypoints(start, cand_xy, cand_ok, math.inf)
+    has_type = cand_ok.any(-1)[:, None, :].expand(index.shape)  # [B, M, K]
+    absorbed = has_type & ((near - start).norm(dim=-1) <= float(radius))
+    take = has_type if fallback == "nearest" else absorbed
+    xy = torch.where(take[..., None], near, start)
+    h = _joint_heat(heat, xy, take, index, cand_val)
+    if fallback == "nearest":  # no candidate of the type at all: a miss, far away, heat 0
         xy = torch.where(has_type[..., None], xy, start + MISSED_JOINT_PX)
         h = torch.where(has_type, h, torch.zeros_like(h))
     return {"poses": torch.cat([xy, h[..., None]], dim=-1), "scores": h.mean(-1),
