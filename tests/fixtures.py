@@ -163,3 +163,17 @@ def write_tiny_checkpoint(path, model_name: str = "center_offset_hrnet_tiny", cf
     torch.manual_seed(seed)
     save_checkpoint(path, create_model(model_name), meta or COCO, TINY_CONFIG if cfg is None else cfg)
     return Path(path)
+
+
+def train_steps(model, criterion, batch, steps: int, params=None, lr: float = 1e-3) -> list[dict]:
+    """``steps`` Adam steps of ``criterion(model, batch)`` (on ``params``, default all of the
+    model's) -> each step's loss terms as floats, for "the loss goes down" tests."""
+    opt = torch.optim.Adam(model.parameters() if params is None else params, lr)
+    hist = []
+    for _ in range(steps):
+        out = criterion(model, batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        hist.append({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v)})
+    return hist

@@ -1,6 +1,7 @@
 """LogoCapCriterion: all terms present, candidates pass the OKS gate, a few Adam steps lower every term."""
 import torch
 
+from fixtures import train_steps
 from logocap.losses.logocap import LogoCapCriterion
 from logocap.meta import COCO
 from logocap.models import create_model
@@ -37,14 +38,7 @@ def test_adam_steps_lower_every_term():
     batch = _batch(model)
     crit = LogoCapCriterion({}, {"topk": 6, "global_size": 33, "gaussian_sigma": 5.0})
     heads = [model.joints_mlp, model.transition_embedding, model.final_layer_reg, model.final_layer_cls]
-    opt = torch.optim.Adam([p for h in heads for p in h.parameters()], 1e-3)
-    hist = []
-    for _ in range(6):
-        d = crit(model, batch)
-        opt.zero_grad()
-        d["loss"].backward()
-        opt.step()
-        hist.append({k: float(v.detach()) for k, v in d.items()})
+    hist = train_steps(model, crit, batch, 6, params=[p for h in heads for p in h.parameters()])
     assert crit.last_num_kept > 0
     assert set(hist[0]) == {"loss", "heatmap", "offset", "kam", "refined"}
     for key in hist[0]:

@@ -464,7 +464,7 @@ def test_tiny_model_loss_decreases_on_one_batch(tmp_path):
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fixtures import make_coco_fixture
+    from fixtures import make_coco_fixture, train_steps
     from logocap.data.coco import CocoPoseDataset, collate_train
 
     torch.manual_seed(0)
@@ -473,12 +473,5 @@ def test_tiny_model_loss_decreases_on_one_batch(tmp_path):
     batch = collate_train([ds[0], ds[1]])
     net = create_model("sar_dekr_hrnet_tiny")
     crit = SarDekrCriterion({"sar_min_area": 0.0})
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    losses = []
-    for _ in range(8):
-        out = crit(net, batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["sar"].detach()))
+    losses = [h["sar"] for h in train_steps(net, crit, batch, 8)]
     assert losses[-1] < 0.9 * losses[0], losses

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import make_coco_fixture, train_steps
 from logocap.codecs.topdown import (box_to_crop, crop_affines, crop_images, crop_size,
                                     crop_to_original, invert_affines, sar_decode, sar_flip_fuse)
 from logocap.data.transforms import apply_affine
@@ -256,14 +256,7 @@ def test_tiny_model_loss_decreases_on_one_batch(tmp_path):
     model.model_name = "sar_hrnet_tiny_topdown"
     crit = build_criterion(model, {"heatmap": 1.0})
     batch = collate_topdown([ds[0], ds[1]])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(4):
-        out = crit(model, batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = [h["loss"] for h in train_steps(model, crit, batch, 4)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
 
 
