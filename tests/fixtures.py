@@ -86,6 +86,11 @@ def _person(rng, x0, y0, bw, bh, K, h, w):
     }
 
 
+# config overrides that point data.* at the layout make_coco_fixture writes (with data.root)
+FIXTURE_LAYOUT = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
+                  "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"]
+
+
 def make_coco_fixture(tmp_path, num_images: int = 3, size: tuple[int, int] = (96, 128),
                       people: int = 2, seed: int = 0, meta=None, num_empty: int = 0):
     """Write ``annotations/person_keypoints.json`` and ``images/*.jpg`` under ``tmp_path``.

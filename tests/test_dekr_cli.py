@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture
 from logocap.cli import main
 from logocap.commands.predict import output_paths
 from logocap.meta import CROWDPOSE
@@ -19,8 +19,6 @@ from logocap.utils import LogocapError
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-FIXTURE_LAYOUT = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-                  "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"]
 
 
 def _released_dekr_w32() -> dict:

@@ -18,7 +18,7 @@ from logocap.models import create_model
 from logocap.utils import LogocapError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures import make_coco_fixture  # noqa: E402
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture  # noqa: E402
 
 
 def test_keypoint_box_area_is_the_released_quirk():
@@ -148,8 +148,7 @@ def test_training_dataset_follows_the_model(tmp_path):
     from logocap.engine.train import build_train_dataset
 
     make_coco_fixture(tmp_path, num_images=2)
-    layout = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-              f"data.root={tmp_path}", "data.input_size=64"]
+    layout = [*FIXTURE_LAYOUT, f"data.root={tmp_path}", "data.input_size=64"]
     ds = build_train_dataset(load_config(None, ["model.name=dekr_hrnet_tiny", *layout]))
     assert ds.target_args["per_channel_weights"] and ds.offset_area == "keypoint_box"
     assert ds[0]["heatmap_weights"].shape[0] == ds.meta.num_keypoints + 1

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture
 from logocap.config import load_config
 from logocap.engine import train as T
 from logocap.engine.checkpoint import load_checkpoint
@@ -31,8 +31,7 @@ def _cfg(root, out, *extra):
     return load_config(None, [
         "train.precision=fp32", "data.input_size=64", "train.batch_size=2", "train.epochs=3", "train.eval_every=0",
         "train.log_every=1", f"train.out={out}", f"data.root={root}",
-        "data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-        "data.val_ann=annotations/person_keypoints.json", "data.val_images=images", *extra])
+        *FIXTURE_LAYOUT, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +144,7 @@ def _train_one_and_two(data, tmp_path, *overrides):
            "-m", "logocap.cli", "train", "--device", "cpu",
            "--data", str(data), "--out", str(tmp_path / "two"), "--epochs", "2",
            "data.input_size=64", "train.batch_size=1", "train.eval_every=0",
-           "data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-           "data.val_ann=annotations/person_keypoints.json", "data.val_images=images", *overrides]
+           *FIXTURE_LAYOUT, *overrides]
     rc, err = _run_group(cmd, env, timeout=180)
     assert rc == 0, err[-3000:]
     assert load_checkpoint(tmp_path / "two" / "last.pth")["global_step"] == 4

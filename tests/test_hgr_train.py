@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture
 from logocap.cli import main
 from logocap.config import load_config
 from logocap.engine import train as T
@@ -24,8 +24,7 @@ def trained(tmp_path_factory):
         "model.name=hgr_hrnet_tiny", "train.precision=fp32", "data.input_size=64",
         "train.batch_size=2", "train.epochs=1", "train.eval_every=1", "train.log_every=1",
         f"train.out={root / 'run'}", f"data.root={root / 'data'}",
-        "data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-        "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"])
+        *FIXTURE_LAYOUT])
     T.train(cfg)
     return root
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import make_coco_fixture, write_tiny_checkpoint
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture, write_tiny_checkpoint
 from fixtures import random_image as image
 from logocap.engine.checkpoint import save_checkpoint
 from logocap.meta import COCO
@@ -28,8 +28,6 @@ from logocap.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-LAYOUT = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-          "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"]
 # the smallest training a user could ask for: tiny model, 64 px, batch 2, one iteration per epoch
 TINY = ["model.name=center_offset_hrnet_tiny", "data.input_size=64", "data.num_workers=0",
         "train.batch_size=2", "train.max_iters_per_epoch=1", "train.eval_every=0",
@@ -66,7 +64,7 @@ def one_line_error(res, *needles):
 
 def train(data, out, *extra, epochs=1, resume=False):
     return cli("train", "--data", data, "--out", out, "--epochs", epochs, "--device", "cpu",
-               *(["--resume"] if resume else []), *LAYOUT, *TINY, *extra)
+               *(["--resume"] if resume else []), *FIXTURE_LAYOUT, *TINY, *extra)
 
 
 def jpeg_bytes(seed=0):
@@ -188,7 +186,7 @@ def test_resume_from_weights_only_says_what_is_missing_and_warm_start_works(tmp_
     before = (out / "last.pth").read_bytes()
     if kind == "plain":  # the same path in this process (the subprocess run is the "best" case)
         main_error(capsys, ["train", "--data", data, "--out", out, "--epochs", 2, "--device", "cpu",
-                            "--resume", *LAYOUT, *TINY], "cannot resume", "optimizer", "--init-weights")
+                            "--resume", *FIXTURE_LAYOUT, *TINY], "cannot resume", "optimizer", "--init-weights")
         assert (out / "last.pth").read_bytes() == before and files(out) == ["last.pth"]
         return
     res = train(data, out, resume=True, epochs=2)
@@ -196,7 +194,7 @@ def test_resume_from_weights_only_says_what_is_missing_and_warm_start_works(tmp_
     assert (out / "last.pth").read_bytes() == before and files(out) == ["last.pth"]
 
     res = cli("train", "--data", data, "--out", tmp_path / "warm", "--epochs", 1, "--device", "cpu",
-              "--init-weights", out / "last.pth", *LAYOUT, *TINY)
+              "--init-weights", out / "last.pth", *FIXTURE_LAYOUT, *TINY)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "pretrained: last.pth -> model: loaded" in res.stdout
     assert torch.load(tmp_path / "warm" / "last.pth", weights_only=True)["epoch"] == 1
@@ -234,7 +232,7 @@ def test_training_refuses_non_numeric_keypoints_with_the_annotation_id(tmp_path,
     ann = json.loads(text)
     ann["annotations"][2]["keypoints"][4] = json.loads(value)
     path.write_text(json.dumps(ann))
-    argv = ["train", "--data", d, "--out", tmp_path / "run", "--device", "cpu", *LAYOUT, *TINY]
+    argv = ["train", "--data", d, "--out", tmp_path / "run", "--device", "cpu", *FIXTURE_LAYOUT, *TINY]
     if value == "null":  # in this process; the subprocess run is the string case
         main_error(capsys, argv, "annotation id 3", "non-numeric", needle)
     else:
@@ -248,7 +246,7 @@ def test_training_refuses_an_annotation_without_keypoints_as_eval_does(tmp_path,
     ann = json.loads(path.read_text())
     del ann["annotations"][1]["keypoints"]
     path.write_text(json.dumps(ann))
-    main_error(capsys, ["train", "--data", d, "--out", tmp_path / "run", "--device", "cpu", *LAYOUT,
+    main_error(capsys, ["train", "--data", d, "--out", tmp_path / "run", "--device", "cpu", *FIXTURE_LAYOUT,
                         *TINY], "annotation id 2 lacks keypoints")
     assert not (tmp_path / "run").exists()
 
@@ -329,7 +327,7 @@ def test_bad_test_settings_are_one_line(tmp_path, data, ckpt, setting, needle, c
 
 def test_bad_test_setting_stops_training_before_the_first_step(tmp_path, data, capsys):
     main_error(capsys, ["train", "--data", data, "--out", tmp_path / "run", "--device", "cpu",
-                        *LAYOUT, *TINY, "test.center_kernel=2"], "test.center_kernel must be an odd number")
+                        *FIXTURE_LAYOUT, *TINY, "test.center_kernel=2"], "test.center_kernel must be an odd number")
     assert not (tmp_path / "run").exists()
 
 

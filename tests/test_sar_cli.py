@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture
 from logocap.cli import main
 from logocap.commands.predict import output_paths
 
-FIXTURE_LAYOUT = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-                  "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"]
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,10 @@ import json
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture
 from logocap.cli import main
 from logocap.predict import Predictor
 
-LAYOUT = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-          "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +20,7 @@ def trained(tmp_path_factory):
     rc = main(["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--device", "cpu",
                "model.name=sar_dekr_hrnet_tiny", "data.input_size=64", "data.num_workers=0",
                "train.batch_size=2", "train.eval_every=1", "train.log_every=1",
-               "train.precision=fp32", "loss.sar_min_area=0", *LAYOUT])
+               "train.precision=fp32", "loss.sar_min_area=0", *FIXTURE_LAYOUT])
     assert rc == 0
     return data, run
 

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures import make_coco_fixture
+from fixtures import FIXTURE_LAYOUT, make_coco_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-FIXTURE_LAYOUT = ["data.train_ann=annotations/person_keypoints.json", "data.train_images=images",
-                  "data.val_ann=annotations/person_keypoints.json", "data.val_images=images"]
 
 
 def _cli(*args, timeout=120):
