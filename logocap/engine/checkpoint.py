@@ -81,9 +81,9 @@ def slim_checkpoint(src, dst, half: bool = False) -> dict:
     if half:
         sd = {}
         for k, v in ck["state_dict"].items():
-            if v.is_floating_point() and v.numel() and float(v.abs().max()) < FP16_MAX:
+            scale = float(v.abs().max()) if v.is_floating_point() and v.numel() else None
+            if scale is not None and scale < FP16_MAX:
                 h = v.half()
-                scale = float(v.abs().max())
                 if scale > 0:
                     worst = max(worst, float((h.float() - v).abs().max()) / scale)
                 v = h
