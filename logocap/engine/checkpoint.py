@@ -13,7 +13,6 @@ Reading (``load_checkpoint``, ``build_model_from_checkpoint``, ``load_weights``,
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from .. import __version__
