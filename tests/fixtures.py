@@ -29,6 +29,9 @@ Returns ``(ann_file, image_dir)`` as :class:`pathlib.Path`.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -182,3 +185,24 @@ def train_steps(model, criterion, batch, steps: int, params=None, lr: float = 1e
         opt.step()
         hist.append({k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v)})
     return hist
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def require_git_checkout() -> None:
+    """Skip the calling test outside a git checkout (a benchmark that compares with a revision)."""
+    import pytest
+
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True).returncode:
+        pytest.skip("not a git checkout: no revision to compare with")
+
+
+def run_benchmark(script: str, args, cwd, timeout: float = 300) -> list[str]:
+    """Run ``benchmarks/<script>`` with ``args`` (one OpenMP thread, in ``cwd``), check that it
+    exits 0 (its stderr tail otherwise) and return its stdout lines."""
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *map(str, args)],
+                         capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout.splitlines()

@@ -1,16 +1,10 @@
 """benchmarks/_common.py (tables, results JSON) and two benchmark scripts run for real, tiny."""
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+from fixtures import REPO, run_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +52,7 @@ def test_write_results_default_and_given_path(common, tmp_path, monkeypatch, cap
 ])
 def test_benchmark_script_prints_its_table_and_writes_json(tmp_path, script, args, columns):
     out = tmp_path / "r.json"
-    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args, "--out", str(out)],
-                         capture_output=True, text=True, timeout=120, env=ENV, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-2000:]
-    lines = res.stdout.splitlines()
+    lines = run_benchmark(script, [*args, "--out", out], tmp_path, timeout=120)
     assert lines[1].split()[:len(columns)] == columns and lines[-1] == f"written {out}"
     data = json.loads(out.read_text())
     assert set(data) == {"machine", "settings", "rows"} and len(data["rows"]) == 1

@@ -1,28 +1,17 @@
 """benchmarks/logocap_train_speed.py runs for real, tiny: this checkout against HEAD's library."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import require_git_checkout, run_benchmark
 
 
 def test_old_vs_new_training_step_table_and_json(tmp_path):
-    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True).returncode:
-        pytest.skip("not a git checkout: no revision to compare with")
+    require_git_checkout()
     out = tmp_path / "r.json"
     args = ["--baseline", "HEAD", "--models", "logocap_hrnet_tiny", "--init", "none",
             "--data", str(tmp_path / "synth"), "--num-train", "3", "--num-val", "1", "--size", "128",
             "--batch", "2", "--steps", "1", "--rounds", "1", "--loader-images", "2",
             "--threads", "1", "--cpu-time", "--results", str(out)]
-    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "logocap_train_speed.py"), *args],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-2000:]
-    lines = res.stdout.splitlines()
+    lines = run_benchmark("logocap_train_speed.py", args, tmp_path)
     header = next(i for i, line in enumerate(lines) if line.startswith("model"))
     assert lines[header].split() == ["model", "code", "s/it", "img/s", "x", "baseline", "kept"]
     assert [line.split()[1] for line in lines[header + 1:header + 4]] == ["HEAD", "this", "network"]
