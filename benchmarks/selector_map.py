@@ -42,8 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from logocap.codecs.sar_dekr import selector_scores  # noqa: E402
-from logocap.codecs.topdown import (box_to_crop, crop_affines, crop_images, crop_size,  # noqa: E402
-                                    sar_decode)
+from logocap.codecs.topdown import box_to_crop, crop_affines, crop_images, sar_decode  # noqa: E402
 from logocap.data.coco import load_coco_json  # noqa: E402
 from logocap.data.paths import dataset_paths  # noqa: E402
 from logocap.data.transforms import MEAN, STD, apply_affine  # noqa: E402
@@ -52,6 +51,7 @@ from logocap.families import family_of  # noqa: E402
 from logocap.meta import meta_from_coco_category  # noqa: E402
 from logocap.predict import default_input_size, prepare_image  # noqa: E402
 from logocap.sources import read_image  # noqa: E402
+from logocap.topdown import TopDownPredictor  # noqa: E402
 from logocap.utils import LogocapError  # noqa: E402
 from logocap.viz import contact_sheet, draw_poses, draw_text_box, save_image  # noqa: E402
 
@@ -238,18 +238,17 @@ def topdown_panels(path, image, meta, person, joints, height: int):
     if person is None:
         return None, [_placeholder(wide, title, ["no annotated person in this image"])]
     model, kp_meta, info = _load(path, "sar", meta)
-    crop_hw = crop_size(info.get("input_size") or model.input_hw[0])
-    norm = _norm(info)
-    mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    # the crop size, normalisation and stride as the library's top-down predictor has them
+    td = TopDownPredictor(model, kp_meta, input_size=info.get("input_size"),
+                          normalization=_norm(info))
+    crop_hw, stride = td.crop_hw, td.stride
     person, box = person
     centres, sizes = box_to_crop(box[None])
     affine = crop_affines(centres, sizes, crop_hw)  # [1, 2, 3] original -> crop px
     img_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
     crop = crop_images(img_t, affine, crop_hw)  # [1, 3, h, w], 0..255
     dtype = next(model.parameters()).dtype
-    out = model(((crop - mean) / std).to(dtype))
-    stride = int(getattr(model, "stride", 4))
+    out = model(((crop - td.mean) / td.std).to(dtype))
     coords, scores = sar_decode(out["selector"], out["offsets"], stride)  # crop px, max weights
     # each joint's map normalised over the crop's cells: sar_decode's w = sigmoid(s) / sum
     weights = selector_scores(out["selector"][0].float(), "weights").cpu().numpy()  # [K, h, w]
@@ -272,8 +271,8 @@ def topdown_panels(path, image, meta, person, joints, height: int):
         heat = _map_to_frame(w / max(float(w.max()), 1e-30), to_map, (crop_hw[1], crop_hw[0]))
         img = np.ascontiguousarray(_fit(_overlay(crop_rgb, heat), (ph, pw)))
         if gt[j, 2] > 0:
-            _marker(img, (gt[j, :2] + 0.5) * zoom - 0.5, (60, 255, 60), "o", mark)
-        _marker(img, (coords[0, j].numpy() + 0.5) * zoom - 0.5, (255, 255, 255), "x", mark)
+            _marker(img, _zoom(gt[j, :2], zoom), (60, 255, 60), "o", mark)
+        _marker(img, _zoom(coords[0, j].numpy(), zoom), (255, 255, 255), "x", mark)
         n = mass_cells(w)
         stats[name] = {"max": float(scores[0, j]), "mass_cells": n, "cells": w.size}
         panels.append(draw_text_box(img, [name, f"max {float(scores[0, j]):.3g}",
@@ -281,9 +280,14 @@ def topdown_panels(path, image, meta, person, joints, height: int):
     return stats, panels
 
 
+def _zoom(xy, zoom: float):
+    """Crop px -> px of the crop resized by ``zoom`` (pixel centres kept aligned)."""
+    return (xy + 0.5) * zoom - 0.5
+
+
 def _zoom_pose(kp: np.ndarray, zoom: float) -> np.ndarray:
     out = kp.copy()
-    out[:, :2] = (kp[:, :2] + 0.5) * zoom - 0.5
+    out[:, :2] = _zoom(kp[:, :2], zoom)
     return out[None]
 
 
