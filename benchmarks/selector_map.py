@@ -357,14 +357,14 @@ def main(argv=None) -> int:
         p.error("--panel-height must be at least 32")
     if args.threads:
         torch.set_num_threads(args.threads)
+    out = Path(args.out)
     try:
         sheet, stats = render(args)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(out, sheet)  # atomic; an unsupported suffix is a LogocapError
     except LogocapError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(out, sheet)
     for key in ("dekr", "sar_dekr"):
         if stats[key]:
             print(f"{key}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats[key].items()))

@@ -63,3 +63,15 @@ def test_selector_map_png_and_missing_checkpoints(selector_map, tmp_path, capsys
     lines = printed.splitlines()
     assert any(line.startswith("sar_dekr: max") for line in lines)
     assert not any(line.startswith(("dekr:", "sar_topdown ")) for line in lines)
+
+
+def test_selector_map_bad_input_one_line_exit_2(selector_map, tmp_path, capsys):
+    ann, images = make_coco_fixture(tmp_path / "coco", num_images=1, size=SIZE)
+    none = tmp_path / "missing.pth"
+    out = tmp_path / "sheet.gif"  # a format save_image does not write
+    assert selector_map.main(_args(ann, images, out, none, none, none)) == 2
+    assert "unsupported image format '.gif'" in capsys.readouterr().err and not out.exists()
+    bad = _args(ann, images, tmp_path / "s.png", none, none, none)
+    bad[bad.index("--image-index") + 1] = "5"
+    assert selector_map.main(bad) == 2
+    assert "--image-index 5:" in capsys.readouterr().err and not (tmp_path / "s.png").exists()
