@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from logocap.codecs.decode import run_with_flip
-from logocap.codecs.logocap_decode import decode_cfg, decode_logocap, global_kems, refine
-from logocap.codecs.mesh import global_offsets, sample_per_channel, sample_window
+from logocap.codecs.logocap_decode import (_global_stage, _global_stage_fast, decode_cfg, decode_logocap,
+                                           global_kems, refine, top2)
+from logocap.codecs.mesh import global_offsets, iter_windows, sample_per_channel, sample_window
 from logocap.meta import COCO
 from logocap.models import create_model
 
@@ -106,6 +107,66 @@ def test_decode_fast_equals_reference_batched(adaptation):
             assert torch.allclose(res["fast"][key].float(), res["reference"][key].float(),
                                   atol=1e-5, rtol=0), (topk, key)
         assert torch.equal(res["fast"]["poses"], res["reference"]["poses"])
+
+
+def test_fast_top2_finds_the_entries_topk_finds():
+    """Random maps, maps of few distinct values (ties at the top), constant maps, NaNs, -inf and
+    maps too small for the row shortcut: the same offsets and values as topk, bit for bit."""
+    g = torch.Generator().manual_seed(7)
+    maps = [torch.randn(40, 97, 97, generator=g),
+            torch.randint(0, 3, (40, 31, 31), generator=g).float(),
+            torch.zeros(3, 11, 11), torch.full((2, 5, 5), float("-inf")),
+            torch.rand(3, 2, 2, generator=g)]
+    nan = torch.rand(4, 21, 21, generator=g)
+    nan[0, 3, 4] = float("nan")
+    nan[1] = float("nan")
+    maps.append(nan)
+    peaks = torch.rand(6, 41, 41, generator=g)  # the two largest in one row, or in one column
+    peaks[:, 10, 5], peaks[:, 10, 30], peaks[:3, 25, 5] = 5.0, 4.0, 4.5
+    maps.append(peaks)
+    for m in maps:
+        for lam in (0.75, 0.5):
+            ref = top2(m, lam)
+            got = top2(m, lam, "fast")
+            for r, t in zip(ref, got):
+                assert r.shape == t.shape
+                assert torch.equal(r.isnan(), t.isnan())
+                assert torch.equal(r.nan_to_num(), t.nan_to_num()), (m.shape, lam)
+
+
+def test_iter_windows_gives_sample_window_in_chunks():
+    g = torch.Generator().manual_seed(8)
+    b, h, w = 2, 130, 150
+    maps = torch.rand(b, K + 1, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    bi = torch.randint(0, b, (5,), generator=g)
+    centers = _centers(g, 5, h, w)
+    ref = sample_window(maps, bi, centers, 97).flatten(0, 1)
+    seen = 0
+    for s, e, win in iter_windows(maps, bi, centers, 97, chunk=13):
+        assert (s, win.shape) == (seen, (e - s, 97, 97))
+        assert torch.equal(win, ref[s:e])
+        seen = e
+    assert seen == 5 * K
+
+
+@pytest.mark.parametrize("level", ["full", "kems"])
+@pytest.mark.parametrize("reweigh", [True, False])
+def test_chunked_fast_stage_equals_the_reference_stage(level, reweigh):
+    """``_global_stage_fast`` (chunks of maps, the row top-2) against the reference stage (the
+    per-point gather, one grouped conv, topk), windows inside, on and beyond the borders."""
+    g = torch.Generator().manual_seed(9)
+    b, h, w, n = 2, 150, 170, 9
+    up = torch.rand(b, K + 1, h, w, generator=g)
+    bi = torch.randint(0, b, (n,), generator=g)
+    poses = _centers(g, n, h, w)
+    kams = torch.rand(n, K, 11, 11, generator=g) if level == "full" else None
+    for cfg_impl, chunk in (("reference", None), ("fast", 10), ("fast", 1000)):
+        cfg = decode_cfg({"impl": cfg_impl, "gaussian_reweigh": reweigh})
+        if chunk is None:
+            ref = _global_stage(up, bi, poses, kams, cfg, "official")
+            continue
+        got = _global_stage_fast(up, bi, poses, kams, cfg, "official", chunk)
+        assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]), chunk
 
 
 def test_local_kams_are_one_batched_cmp_call():

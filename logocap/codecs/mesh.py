@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["mesh_steps", "local_mesh", "global_offsets", "bilinear_sample", "bilinear_sample_at",
-           "sample_per_channel", "sample_window", "SAMPLE_MODES"]
+           "sample_per_channel", "sample_window", "iter_windows", "SAMPLE_MODES"]
 
 SAMPLE_MODES = ("official", "clean")
 
@@ -125,11 +125,12 @@ def sample_per_channel(maps: torch.Tensor, batch_index: torch.Tensor, points: to
 
 # ---------------------------------------------------------------------------------------------
 # The global KEM window, separably
-def _weighted_taps(t00, t01, t10, t11, wy0, wy1, wx0, wx1) -> torch.Tensor:
+def _weighted_taps(t00, t01, t10, t11, wy0, wy1, wx0, wx1, out=None, buf=None) -> torch.Tensor:
     """sum_ab t_ab * (wy_a * wx_b) with the rounding and order of ``_gather`` (so bit-identical):
-    t_ab [..., a, a] (views are fine); w [..., a]. Reuses one buffer, no autograd."""
-    out = torch.mul(wy0[..., :, None], wx0[..., None, :]).mul_(t00)
-    buf = torch.mul(wy0[..., :, None], wx1[..., None, :]).mul_(t01)
+    t_ab [..., a, a] (views are fine); w [..., a]. Reuses one buffer, no autograd; ``out`` and
+    ``buf`` (optional, the result's shape) are written instead of new tensors."""
+    out = torch.mul(wy0[..., :, None], wx0[..., None, :], out=out).mul_(t00)
+    buf = torch.mul(wy0[..., :, None], wx1[..., None, :], out=buf).mul_(t01)
     out.add_(buf)
     torch.mul(wy1[..., :, None], wx0[..., None, :], out=buf).mul_(t10)
     out.add_(buf)
@@ -152,8 +153,8 @@ def sample_window(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.
     Taps: where the second neighbour x1[i] of point i is the first neighbour x0[i + 1] of point
     i + 1 (true inside the map, and at the borders wherever x1 differs its weight is exactly 0)
     the columns x0 and x1 are the first and last a of the a+1 columns xc = (x0, x1[-1]), the same
-    for rows, so the four taps are shifted views of ONE (a+1) x (a+1) crop: an unfold-view copy of
-    the block that holds the window, remapped by a column / row gather for windows clamped at a
+    for rows, so the four taps are shifted views of ONE (a+1) x (a+1) crop: a copy of the block
+    that holds the window (``_window_crops``), read by index for windows clamped at a
     border. A weight-0 tap may then read another pixel than the reference, which can change only
     the sign of an exact 0 (a sum x + (+-0) is x). Windows where float rounding broke the pattern
     and maps smaller than the window take four explicit gathers of exactly the reference's indices.
@@ -195,11 +196,76 @@ def _window_plan(shape, batch_index: torch.Tensor, centers: torch.Tensor, size: 
                 ok=ok)
 
 
+def _storage_view(maps: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(1-D view of the memory ``maps`` spans, its length): element (b, c, y, x) is at
+    b*sb + c*sc + y*sh + x*sw of the view, whatever the strides (contiguous, channels_last)."""
+    span = 1 + sum((n - 1) * st for n, st in zip(maps.shape, maps.stride()))
+    return maps.as_strided((span,), (1,)), span
+
+
+def _window_crops(maps: torch.Tensor, plan: dict, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The (a+1) x (a+1) crop of every window of ``plan`` (all must be ``ok``): rows yc, columns
+    xc of its channel -> [M, a+1, a+1] (written to ``out`` if given). Windows inside the map are
+    contiguous blocks, copied by one index_select on an overlapping view of every block start;
+    windows clamped at a border (repeated border pixels) then re-read their rows and columns."""
+    B, C, H, W = plan["shape"]
+    a = plan["a"]
+    xc, yc = plan["xc"], plan["yc"]
+    sb, sc, sh, sw = maps.stride()
+    flat, span = _storage_view(maps)
+    base = plan["img"] * sb + plan["chan"] * sc  # [M]
+    sx = xc[:, 0].clamp(max=W - a - 1)  # the (a+1)-block holding the window
+    sy = yc[:, 0].clamp(max=H - a - 1)
+    reach = a * sh + a * sw  # from a block's first to its last element
+    blocks = flat.as_strided((span - reach, a + 1, a + 1), (1, sh, sw))
+    crop = torch.index_select(blocks, 0, base + sy * sh + sx * sw, out=out)
+    ar = torch.arange(a + 1, device=maps.device)
+    for dim, rel in ((2, xc - sx[:, None]), (1, yc - sy[:, None])):  # columns, rows in the block
+        remap = (rel != ar).any(-1).nonzero()[:, 0]
+        if len(remap):
+            idx = rel[remap][:, None, :] if dim == 2 else rel[remap][:, :, None]
+            crop.index_copy_(0, remap, crop.index_select(0, remap).gather(dim, idx.expand(-1, a + 1, a + 1)))
+    return crop
+
+
+def _plan_rows(plan: dict, start: int, end: int) -> dict:
+    """Windows start:end of a plan (flattened n-major, N*K of them) as a plan of their own
+    (N = end - start, K = 1)."""
+    sub = dict(plan, N=end - start, K=1)
+    for key in ("img", "chan", "xc", "yc", "ok"):
+        sub[key] = plan[key][start:end]
+    for key in ("x", "y"):
+        sub[key] = [v[start:end] for v in plan[key]]
+    return sub
+
+
+def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.Tensor,
+                 size: int = 97, mode: str = "official", chunk: int = 128):
+    """``sample_window`` (no gradient) ``chunk`` windows at a time: yields (start, end, windows
+    [end - start, a, a]) over the N*K windows flattened n-major (window n*K + k is joint k of
+    centre n). The same values; the inference global stage works on each chunk while it is in
+    the cache. A chunk's tensor may be overwritten by the next: use it before asking for more."""
+    plan = _window_plan(maps.shape, batch_index, centers, size, mode)
+    a, M = plan["a"], plan["img"].shape[0]
+    bufs = [maps.new_empty(min(chunk, M), *shape) for shape in ((a + 1, a + 1), (a, a), (a, a))]
+    for s in range(0, M, chunk):
+        e = min(M, s + chunk)
+        sub = _plan_rows(plan, s, e)
+        if not bool(sub["ok"].all()):
+            yield s, e, _window_forward(maps, sub).view(e - s, a, a)
+            continue
+        # the buffers are reused chunk after chunk: no page faults of fresh large allocations
+        crop, out, buf = (b[: e - s] for b in bufs)
+        crop = _window_crops(maps, sub, crop)
+        (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = sub["x"], sub["y"]
+        yield s, e, _weighted_taps(crop[:, :a, :a], crop[:, :a, 1:], crop[:, 1:, :a],
+                                   crop[:, 1:, 1:], wy0, wy1, wx0, wx1, out, buf)
+
+
 def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
     B, C, H, W = plan["shape"]
     N, K, a, img, chan, ok = plan["N"], plan["K"], plan["a"], plan["img"], plan["chan"], plan["ok"]
     (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = plan["x"], plan["y"]
-    xc, yc = plan["xc"], plan["yc"]
     out = torch.empty(N, K, a, a, dtype=maps.dtype, device=maps.device)
     if N == 0:
         return out
@@ -207,17 +273,7 @@ def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
     every = bool(ok.all())
     if every or bool(ok.any()):
         sel = slice(None) if every else ok
-        sx = xc[sel, 0].clamp(max=W - a - 1)  # the (a+1)-block holding the window
-        sy = yc[sel, 0].clamp(max=H - a - 1)
-        # a view of every (a+1)-block, whatever the memory format (no copy of channels_last maps)
-        win = maps.unfold(2, a + 1, 1).unfold(3, a + 1, 1)  # [B, C, H-a, W-a, a+1, a+1]
-        crop = win[img[sel], chan[sel], sy, sx]  # [m, a+1, a+1]
-        ar = torch.arange(a + 1, device=maps.device)
-        for dim, rel in ((-1, xc[sel] - sx[:, None]), (-2, yc[sel] - sy[:, None])):
-            remap = (rel != ar).any(-1)  # clamped at a border: repeat the border pixel
-            if bool(remap.any()):
-                idx = rel[remap][:, None, :] if dim == -1 else rel[remap][:, :, None]
-                crop[remap] = crop[remap].gather(dim, idx.expand(-1, a + 1, a + 1))
+        crop = _window_crops(maps, plan if every else _select(plan, ok))
         res = _weighted_taps(crop[:, :a, :a], crop[:, :a, 1:], crop[:, 1:, :a], crop[:, 1:, 1:],
                              wy0[sel], wy1[sel], wx0[sel], wx1[sel])
         if every:
@@ -232,6 +288,12 @@ def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
     flat_out[rest] = _weighted_taps(tap(y0, x0), tap(y0, x1), tap(y1, x0), tap(y1, x1),
                                     wy0[rest], wy1[rest], wx0[rest], wx1[rest])
     return out
+
+
+def _select(plan: dict, mask: torch.Tensor) -> dict:
+    """The windows of a plan where ``mask`` (the per-window tensors only, for ``_window_crops``)."""
+    return dict(plan, img=plan["img"][mask], chan=plan["chan"][mask], xc=plan["xc"][mask],
+                yc=plan["yc"][mask])
 
 
 def _window_backward(grad: torch.Tensor, plan: dict, strides) -> torch.Tensor:
