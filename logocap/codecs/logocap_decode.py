@@ -295,15 +295,13 @@ def _global_stage_fast(heatmaps_up, batch_index, poses, kams, cfg, mode, chunk: 
     off = poses.new_empty(N * K, 2)
     values = poses.new_empty(N * K)
     g = None
+    if cfg["gaussian_reweigh"]:
+        g = gaussian_window(a, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
+                            heatmaps_up.device, heatmaps_up.dtype)
     if kams is not None:
         m = kams.shape[-1]
         kernel = (kams / (m * m)).flip(-1, -2).reshape(N * K, 1, m, m)
-    for s, e, gk in iter_windows(heatmaps_up, batch_index, poses, a, mode, chunk):
-        if cfg["gaussian_reweigh"]:
-            if g is None:
-                g = gaussian_window(a, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
-                                    gk.device, gk.dtype)
-            gk.mul_(g)
+    for s, e, gk in iter_windows(heatmaps_up, batch_index, poses, a, mode, chunk, scale=g):
         if kams is not None:
             gk = F.conv2d(gk[None], kernel[s:e], padding=m // 2, groups=e - s)[0]
         off[s:e], values[s:e] = top2(gk, lam, "fast")
