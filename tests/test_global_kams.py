@@ -149,6 +149,35 @@ def test_iter_windows_gives_sample_window_in_chunks():
     assert seen == 5 * K
 
 
+@pytest.mark.parametrize("case", ["small maps", "some windows off the crop path"])
+def test_iter_windows_where_the_crop_path_does_not_apply(case, monkeypatch):
+    """Windows the crop path cannot take (maps smaller than the window; windows whose float
+    rounding broke the neighbour pattern, simulated by marking a few) take the explicit gathers
+    in their chunks, and the other chunks keep their crops: the same values as sample_window."""
+    import logocap.codecs.mesh as mesh
+
+    g = torch.Generator().manual_seed(11)
+    h, w = (60, 90) if case == "small maps" else (130, 150)
+    maps = torch.rand(2, K + 1, h, w, generator=g)
+    bi = torch.tensor([0, 1, 1, 0])
+    centers = _centers(g, 4, h, w)
+    ref = sample_window(maps, bi, centers, 97).flatten(0, 1)
+    if case != "small maps":
+        plan_of = mesh._window_plan
+
+        def some_off(*args):
+            plan = plan_of(*args)
+            plan["ok"][12:15] = False  # chunk 10:20 takes the gathers; 0:10, 20:68 the crops
+            plan["ok"][41] = False
+            return plan
+
+        monkeypatch.setattr(mesh, "_window_plan", some_off)
+    scale = torch.rand(97, 97, generator=g)
+    got = torch.cat([win.clone() for _, _, win in iter_windows(maps, bi, centers, 97, chunk=10,
+                                                                  scale=scale, block=3)])
+    assert torch.equal(got, ref * scale)
+
+
 @pytest.mark.parametrize("level", ["full", "kems"])
 @pytest.mark.parametrize("reweigh", [True, False])
 def test_chunked_fast_stage_equals_the_reference_stage(level, reweigh):

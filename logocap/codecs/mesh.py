@@ -154,7 +154,7 @@ def sample_window(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.
     i + 1 (true inside the map, and at the borders wherever x1 differs its weight is exactly 0)
     the columns x0 and x1 are the first and last a of the a+1 columns xc = (x0, x1[-1]), the same
     for rows, so the four taps are shifted views of ONE (a+1) x (a+1) crop: a copy of the block
-    that holds the window (``_window_crops``), read by index for windows clamped at a
+    that holds the window (``_crop_plan``), read by index for windows clamped at a
     border. A weight-0 tap may then read another pixel than the reference, which can change only
     the sign of an exact 0 (a sum x + (+-0) is x). Windows where float rounding broke the pattern
     and maps smaller than the window take four explicit gathers of exactly the reference's indices.
@@ -203,28 +203,44 @@ def _storage_view(maps: torch.Tensor) -> tuple[torch.Tensor, int]:
     return maps.as_strided((span,), (1,)), span
 
 
-def _window_crops(maps: torch.Tensor, plan: dict, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The (a+1) x (a+1) crop of every window of ``plan`` (all must be ``ok``): rows yc, columns
-    xc of its channel -> [M, a+1, a+1] (written to ``out`` if given). Windows inside the map are
-    contiguous blocks, copied by one index_select on an overlapping view of every block start;
-    windows clamped at a border (repeated border pixels) then re-read their rows and columns."""
+def _crop_plan(maps: torch.Tensor, plan: dict) -> dict:
+    """How ``_crops`` reads the (a+1) x (a+1) crop of each window of ``plan`` (all must be
+    ``ok``): rows yc, columns xc of its channel. Windows inside the map are contiguous blocks,
+    copied by index_select from an overlapping view of every block start (``blocks``,
+    ``starts``); windows clamped at a border (repeated border pixels) then re-read their columns
+    and rows within the block (``remap``: per axis, the windows and their indices)."""
     B, C, H, W = plan["shape"]
     a = plan["a"]
     xc, yc = plan["xc"], plan["yc"]
     sb, sc, sh, sw = maps.stride()
     flat, span = _storage_view(maps)
-    base = plan["img"] * sb + plan["chan"] * sc  # [M]
     sx = xc[:, 0].clamp(max=W - a - 1)  # the (a+1)-block holding the window
     sy = yc[:, 0].clamp(max=H - a - 1)
     reach = a * sh + a * sw  # from a block's first to its last element
     blocks = flat.as_strided((span - reach, a + 1, a + 1), (1, sh, sw))
-    crop = torch.index_select(blocks, 0, base + sy * sh + sx * sw, out=out)
+    starts = plan["img"] * sb + plan["chan"] * sc + sy * sh + sx * sw
     ar = torch.arange(a + 1, device=maps.device)
+    remap = []
     for dim, rel in ((2, xc - sx[:, None]), (1, yc - sy[:, None])):  # columns, rows in the block
-        remap = (rel != ar).any(-1).nonzero()[:, 0]
-        if len(remap):
-            idx = rel[remap][:, None, :] if dim == 2 else rel[remap][:, :, None]
-            crop.index_copy_(0, remap, crop.index_select(0, remap).gather(dim, idx.expand(-1, a + 1, a + 1)))
+        rows = (rel != ar).any(-1).nonzero()[:, 0]
+        if len(rows):
+            remap.append((dim, rows, rel[rows]))
+    return {"a": a, "blocks": blocks, "starts": starts, "remap": remap}
+
+
+def _crops(cp: dict, start: int = 0, end: int | None = None, out: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """The crops of windows start:end of a ``_crop_plan`` -> [end - start, a+1, a+1] (into
+    ``out`` if given)."""
+    a = cp["a"]
+    end = len(cp["starts"]) if end is None else end
+    crop = torch.index_select(cp["blocks"], 0, cp["starts"][start:end], out=out)
+    for dim, rows, rel in cp["remap"]:
+        lo, hi = (int(v) for v in torch.searchsorted(rows, torch.tensor([start, end], device=rows.device)))
+        if hi > lo:
+            idx = rel[lo:hi][:, None, :] if dim == 2 else rel[lo:hi][:, :, None]
+            sel = rows[lo:hi] - start
+            crop.index_copy_(0, sel, crop.index_select(0, sel).gather(dim, idx.expand(-1, a + 1, a + 1)))
     return crop
 
 
@@ -251,24 +267,30 @@ def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.T
     overwritten by the next: use it before asking for more."""
     plan = _window_plan(maps.shape, batch_index, centers, size, mode)
     a, M = plan["a"], plan["img"].shape[0]
+    if M == 0:
+        return
+    ok = plan["ok"]
+    every = bool(ok.all())
+    cp = _crop_plan(maps, plan if every else _select(plan, ok))  # windows where ok, in order
+    rank = None if every else (ok.cumsum(0) - 1).tolist()  # window -> its row in cp
+    ok_list = None if every else ok.tolist()
+    (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = plan["x"], plan["y"]
     n = min(chunk, M)
     out, buf, crop = maps.new_empty(n, a, a), maps.new_empty(block, a, a), maps.new_empty(block, a + 1, a + 1)
     for s in range(0, M, chunk):
         e = min(M, s + chunk)
-        sub = _plan_rows(plan, s, e)
-        if not bool(sub["ok"].all()):
-            res = _window_forward(maps, sub).view(e - s, a, a)
+        if not every and not all(ok_list[s:e]):
+            res = _window_forward(maps, _plan_rows(plan, s, e)).view(e - s, a, a)
             yield s, e, res.mul_(scale) if scale is not None else res
             continue
         # buffers reused block after block and chunk after chunk: no page faults of fresh
         # large allocations, and the block's crop is still in the cache for its taps
         for b in range(s, e, block):
             f = min(e, b + block)
-            blk = _plan_rows(plan, b, f)
-            cr = _window_crops(maps, blk, crop[: f - b])
-            (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = blk["x"], blk["y"]
+            cb = b if every else rank[b]
+            cr = _crops(cp, cb, cb + f - b, crop[: f - b])
             res = _weighted_taps(cr[:, :a, :a], cr[:, :a, 1:], cr[:, 1:, :a], cr[:, 1:, 1:],
-                                 wy0, wy1, wx0, wx1, out[b - s: f - s], buf[: f - b])
+                                 wy0[b:f], wy1[b:f], wx0[b:f], wx1[b:f], out[b - s: f - s], buf[: f - b])
             if scale is not None:
                 res.mul_(scale)
         yield s, e, out[: e - s]
@@ -285,7 +307,7 @@ def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
     every = bool(ok.all())
     if every or bool(ok.any()):
         sel = slice(None) if every else ok
-        crop = _window_crops(maps, plan if every else _select(plan, ok))
+        crop = _crops(_crop_plan(maps, plan if every else _select(plan, ok)))
         res = _weighted_taps(crop[:, :a, :a], crop[:, :a, 1:], crop[:, 1:, :a], crop[:, 1:, 1:],
                              wy0[sel], wy1[sel], wx0[sel], wx1[sel])
         if every:
@@ -303,7 +325,7 @@ def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
 
 
 def _select(plan: dict, mask: torch.Tensor) -> dict:
-    """The windows of a plan where ``mask`` (the per-window tensors only, for ``_window_crops``)."""
+    """The windows of a plan where ``mask`` (the per-window tensors only, for ``_crop_plan``)."""
     return dict(plan, img=plan["img"][mask], chan=plan["chan"][mask], xc=plan["xc"][mask],
                 yc=plan["yc"][mask])
 
