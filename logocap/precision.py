@@ -130,7 +130,7 @@ class MixedPrecisionModel:
         self.model = model
         self.precision = precision
 
-    def _out(self, v):
+    def _out(self, v, key: str | None = None):
         if torch.is_tensor(v) and v.dtype in (torch.bfloat16, torch.float16):
             return v.float()
         return v
@@ -141,7 +141,7 @@ class MixedPrecisionModel:
         with self.precision.autocast():
             out = self.model(x)
         if isinstance(out, dict):
-            return {k: self._out(v) for k, v in out.items()}
+            return {k: self._out(v, k) for k, v in out.items()}
         return self._out(out)
 
     def kam(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,12 +155,22 @@ class MixedPrecisionModel:
 class InferenceModel(MixedPrecisionModel):
     """What the Predictor calls instead of the network: ``__call__`` and ``kam`` run in the
     chosen precision and memory format, and every output comes back as a contiguous NCHW float32
-    tensor (the weights' dtype for fp64 models), ready for decoding. Any other attribute (``kam``
-    aside: ``model_name``, ``num_keypoints``, ...) is the network's own."""
+    tensor (the weights' dtype for fp64 models), ready for decoding. Outputs named in
+    ``KEEP_CHANNELS_LAST`` that the network gives in channels_last stay so: LOGO-CAP's embedding
+    is only read by the local-KEM gather, which needs it channels-last and would otherwise copy it
+    back (the same values either way). Any other attribute (``kam`` aside: ``model_name``,
+    ``num_keypoints``, ...) is the network's own."""
 
-    def _out(self, v):
+    KEEP_CHANNELS_LAST = ("embedding",)
+
+    def _out(self, v, key: str | None = None):
         v = super()._out(v)
-        return v.contiguous() if torch.is_tensor(v) else v
+        if not torch.is_tensor(v):
+            return v
+        if key in self.KEEP_CHANNELS_LAST and v.dim() == 4 \
+                and v.is_contiguous(memory_format=torch.channels_last):
+            return v
+        return v.contiguous()
 
 
 def _fp32_forward(self, x):
