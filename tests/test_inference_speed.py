@@ -218,3 +218,28 @@ def test_chunked_global_stage_equals_one_call():
             torch.testing.assert_close(parts["joints"], one["joints"], rtol=0, atol=1e-5)
             torch.testing.assert_close(parts["values"], one["values"], rtol=1e-6, atol=1e-7)
             assert "global_kem" in one and "global_kem" not in parts
+
+
+def test_inference_model_keeps_only_the_embedding_channels_last():
+    """The fast path's network runs channels_last: its embedding comes back as it is (the
+    local-KEM gather reads it as a view), every other output as contiguous NCHW; the plain
+    (reference) network's outputs are all contiguous NCHW. Same values in both layouts."""
+    from logocap.models import create_model
+    from logocap.models.fuse import fuse_conv_bn
+    from logocap.precision import InferenceModel, resolve_precision
+
+    torch.manual_seed(0)
+    model = create_model("logocap_hrnet_tiny").eval()
+    x = torch.randn(2, 3, 64, 64)
+    fast = InferenceModel(fuse_conv_bn(model, channels_last=True),
+                          resolve_precision("fp32", "cpu", channels_last=True))
+    ref = InferenceModel(model, resolve_precision("fp32", "cpu", channels_last=False))
+    with torch.no_grad():
+        out, out_ref = fast(x), ref(x)
+    assert out["embedding"].is_contiguous(memory_format=torch.channels_last)
+    assert not out["embedding"].is_contiguous()
+    for key in ("heatmaps", "offsets"):
+        assert out[key].is_contiguous()
+    assert all(v.is_contiguous() for v in out_ref.values())
+    for key, v in out_ref.items():
+        assert torch.allclose(out[key], v, atol=1e-4), key
