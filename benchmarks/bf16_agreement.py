@@ -309,7 +309,14 @@ def _predictors(model, meta, size, cfg, forced, norm) -> dict:
     preds = build_predictors(model, meta, size, cfg, ("fast", "bf16"), "cpu", forced, norm)
     heads = build_predictors(model, meta, size, cfg, ("bf16",), "cpu", forced, norm)["bf16"]
     net = heads.net.model  # the Predictor's own (folded) copy
-    keep_fp32(net, [h for h in HEADS if hasattr(net, h)])
+    names = [h for h in HEADS if hasattr(net, h)]
+    keep_fp32(net, names)
+    # the bf16 Predictor stores its conv weights in bfloat16 (precision.precast_convs): give the
+    # heads back the float32 weights, those of the fast fp32 Predictor's folded copy
+    fp32_net = preds["fast"].net.model
+    for h in names:
+        for p, q in zip(net.get_submodule(h).parameters(), fp32_net.get_submodule(h).parameters()):
+            p.data = q.data.clone()
     preds["heads"] = heads
     return preds
 

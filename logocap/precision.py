@@ -42,7 +42,7 @@ import torch
 from .utils import LogocapError, native_bf16
 
 __all__ = ["PRECISIONS", "TEST_PRECISIONS", "Precision", "resolve_precision", "MixedPrecisionModel",
-           "InferenceModel", "keep_fp32"]
+           "InferenceModel", "keep_fp32", "precast_convs"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp64")
 TEST_PRECISIONS = ("fp32", "bf16")  # test.precision
@@ -186,3 +186,18 @@ def keep_fp32(model: torch.nn.Module, names) -> torch.nn.Module:
         mod.forward = types.MethodType(_fp32_forward, mod)
     return model
 
+
+
+def precast_convs(model: torch.nn.Module, dtype: torch.dtype, keep=()) -> torch.nn.Module:
+    """Store the weights and biases of the plain ``nn.Conv2d`` layers in ``dtype``, in place,
+    except the named ones (``keep``: those :func:`keep_fp32` runs in float32). Autocast casts a
+    convolution's weight and bias to its dtype at every call (the W32 network: about 620 casts,
+    9% of its bf16 time); cast once here, the call finds them in ``dtype`` already, so the
+    outputs are the same bits. For an inference copy under autocast only. Returns ``model``."""
+    keep = set(keep)
+    for name, mod in model.named_modules():
+        if type(mod) is torch.nn.Conv2d and name not in keep:
+            for p in (mod.weight, mod.bias):
+                if p is not None:
+                    p.data = p.data.to(dtype)
+    return model

@@ -128,11 +128,13 @@ class Predictor:
             from .models.fuse import fuse_conv_bn
             model = fuse_conv_bn(model, inplace=owns_model, channels_last=True)
         if self.precision.name == "bf16":  # heads' output layers in fp32 (precision.py)
-            from .precision import keep_fp32
+            from .precision import keep_fp32, precast_convs
             from .models.fuse import output_convs
             if not fast and not owns_model:
                 model = copy.deepcopy(model)  # never patch the caller's network
-            keep_fp32(model, output_convs(model))
+            keep = output_convs(model)
+            keep_fp32(model, keep)
+            precast_convs(model, torch.bfloat16, keep)
         if owns_model:
             self.model = model
         return InferenceModel(model, self.precision)

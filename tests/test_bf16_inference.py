@@ -112,3 +112,34 @@ def test_bf16_agreement_benchmark_runs_tiny(tmp_path, monkeypatch, capsys):
     # the forced center channel is the same in both paths: swapping it moves nothing
     assert row["sources"]["alone"]["center"]["share"] == 1.0
     assert 0.0 <= row["agreement"]["share"] <= 1.0
+
+
+def test_precast_conv_weights_give_autocasts_bits(monkeypatch):
+    """bf16 inference stores the conv weights in bfloat16 once (``precast_convs``) instead of
+    letting autocast cast them at every call: the network and CMP outputs are the same bits, and
+    the output layers that run in fp32 keep float32 weights."""
+    import logocap.precision as precision
+
+    from logocap.models.fuse import output_convs
+
+    torch.manual_seed(0)
+    model = create_model("logocap_hrnet_tiny").eval()
+    keep = set(output_convs(model))  # the heads' and the CMP's output convs
+    x = torch.randn(2, 3, 96, 96)
+    local = torch.randn(3, COCO.num_keypoints * model.embed_dim, 11, 11)
+    outs = []
+    for precast in (True, False):
+        if not precast:
+            monkeypatch.setattr(precision, "precast_convs", lambda m, dtype, keep=(): m)
+        pred = Predictor(model, test_cfg={"precision": "bf16"})
+        with torch.no_grad():
+            outs.append((pred.net(x), pred.net.kam(local)))
+        if precast:
+            net = pred.net.model
+            dtypes = {n: m.weight.dtype for n, m in net.named_modules() if type(m) is nn.Conv2d}
+            assert len(keep) == 3 and all(dtypes[n] == torch.float32 for n in keep)
+            assert all(d == torch.bfloat16 for n, d in dtypes.items() if n not in keep)
+    (a, ka), (b, kb) = outs
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(ka, kb)
+    assert next(model.parameters()).dtype == torch.float32  # the caller's network is untouched
