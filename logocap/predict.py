@@ -135,6 +135,9 @@ class Predictor:
             keep = output_convs(model)
             keep_fp32(model, keep)
             precast_convs(model, torch.bfloat16, keep)
+        if fast and self.device.type == "cpu":
+            from .models.pointwise import fuse_pointwise
+            fuse_pointwise(model)  # conv + ReLU, conv + residual + ReLU as single oneDNN calls
         if owns_model:
             self.model = model
         return InferenceModel(model, self.precision)

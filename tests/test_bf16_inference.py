@@ -22,10 +22,12 @@ def test_bf16_path_keeps_coordinate_like_tensors_in_fp32(monkeypatch):
     pred = Predictor(model, COCO, 64, {"precision": "bf16", "impl": "fast", "topk": 4,
                                        "center_threshold": -float("inf")})
     net = pred.net.model  # the Predictor's folded copy
-    # which dtype each layer computed in: a backbone conv and the CMP's first conv (bf16, the
-    # speed), the heads' final convs and the CMP's output conv (fp32, the coordinates)
-    layers = {"backbone.conv2": "bf16", "backbone.stage4.0.branches.0.0.conv1": "bf16",
-              "joints_mlp.0": "bf16", "final_layer_cls": "fp32", "final_layer_reg": "fp32",
+    # which dtype each layer computed in: backbone convs and a CMP conv (bf16, the speed), the
+    # heads' final convs and the CMP's output conv (fp32, the coordinates). Layers that the fast
+    # copy runs as fused conv + ReLU calls (models.pointwise) fire no module hooks: these run
+    # through their modules.
+    layers = {"backbone.conv2": "bf16", "backbone.stage4.0.fuse_layers.0.1.0": "bf16",
+              "joints_mlp.3": "bf16", "final_layer_cls": "fp32", "final_layer_reg": "fp32",
               "joints_mlp.9": "fp32"}
     seen: dict[str, set] = {name: set() for name in layers}
     for name in layers:
@@ -66,6 +68,9 @@ def test_bf16_path_keeps_coordinate_like_tensors_in_fp32(monkeypatch):
         kems = torch.randn(3, model.num_keypoints * model.embed_dim, 11, 11,
                            generator=torch.Generator().manual_seed(1))
         kams = pred.net.kam(kems)
+    # the fused blocks computed in bf16 too: their conv weights are bfloat16
+    fused = [m for m in net.modules() if "forward" in vars(m) and hasattr(m, "conv1")]
+    assert fused and all(m.conv1.weight.dtype == torch.bfloat16 for m in fused)
     for key in ("heatmaps", "offsets"):
         assert out[key].dtype == torch.float32 and not _bf16_exact(out[key]), key
     assert kams.dtype == torch.float32 and not _bf16_exact(kams)
