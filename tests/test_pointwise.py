@@ -70,3 +70,28 @@ def test_only_conv_identity_relu_chains_and_unpatched_convs_are_rewired():
     assert "forward" in vars(seq[0]) and type(seq[2]) is nn.Identity
     assert type(seq[5]) is nn.ReLU and "forward" not in vars(seq[3])  # BN in between: not fused
     assert type(kept[1]) is nn.ReLU
+
+
+def test_bf16_calls_take_the_plain_ops_where_onednn_has_no_bf16(monkeypatch):
+    """On a CPU without oneDNN's bfloat16 kernels (e.g. AVX2-only) the fused calls under bf16
+    autocast run the plain ops, which PyTorch falls back for; float32 calls stay fused."""
+    import logocap.models.pointwise as pw
+
+    calls = []
+    real = torch.ops.mkldnn._convolution_pointwise
+
+    class Spy:
+        def __call__(self, *a):
+            calls.append(a[0].dtype)
+            return real(*a)
+
+    monkeypatch.setattr(pw, "_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", Spy(), raising=False)
+    conv = nn.Conv2d(4, 4, 3, padding=1).eval()
+    x = torch.randn(1, 4, 9, 9)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv_relu(conv, x)
+        assert y.dtype == torch.bfloat16 and calls == []
+        conv_relu(conv, x)
+    assert calls == [torch.float32]

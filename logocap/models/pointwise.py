@@ -23,7 +23,8 @@ Values: conv + ReLU is exact (a ReLU of the same numbers). With the add, float32
 bits as the separate ops (the conv's float32 result plus the residual, rounded once either
 way); in bfloat16 the fused add rounds once instead of twice (the conv output and the sum), so
 bf16 results move by up to one bfloat16 rounding. A call that cannot take the fused operator
-(no oneDNN, not a CPU tensor, autograd needs a gradient) runs the plain ops instead.
+(no oneDNN, not a CPU tensor, autograd needs a gradient, bfloat16 on a CPU without oneDNN's
+bfloat16 kernels) runs the plain ops instead.
 """
 from __future__ import annotations
 
@@ -44,15 +45,30 @@ def pointwise_available() -> bool:
                 and hasattr(ops, "_convolution_pointwise"))
 
 
+def _dtype(conv: nn.Conv2d) -> torch.dtype:
+    """The dtype the conv computes in: autocast's where it is on (as for ``F.conv2d``), else the
+    weights'."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else conv.weight.dtype
+
+
+def _bf16_supported() -> bool:
+    """oneDNN's bfloat16 kernels need AVX512-BW/VL/DQ (or AVX-NE-CONVERT); without them PyTorch's
+    own conv falls back to its slow path, and so do these calls."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check is not None and check())
+
+
 def _usable(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad)
-            and x.dim() == 4 and conv.weight.dtype in (torch.float32, torch.bfloat16))
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4:
+        return False
+    dt = _dtype(conv)
+    return dt == torch.float32 or (dt == torch.bfloat16 and _bf16_supported())
 
 
 def _args(conv: nn.Conv2d, *tensors: torch.Tensor):
-    """The operator's tensors in the dtype the conv computes in (autocast's where it is on, as
-    for ``F.conv2d``; the weights' otherwise), then padding, stride, dilation, groups."""
-    dt = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else conv.weight.dtype
+    """The operator's tensors in the dtype the conv computes in (``_dtype``), then padding,
+    stride, dilation, groups."""
+    dt = _dtype(conv)
     w = conv.weight.to(dt)  # no copy where the weights are stored so (precision.precast_convs)
     b = None if conv.bias is None else conv.bias.to(dt)
     return (*(t.to(dt) for t in tensors), w, b, list(conv.padding), list(conv.stride),
