@@ -159,6 +159,12 @@ def test_iter_windows_where_the_crop_path_does_not_apply(case, monkeypatch):
     g = torch.Generator().manual_seed(11)
     h, w = (60, 90) if case == "small maps" else (130, 150)
     maps = torch.rand(2, K + 1, h, w, generator=g)
+    if case == "small maps":  # one small single-channel map too: less memory than one window
+        one = torch.rand(1, 1, 20, 30, generator=g)
+        c1 = _centers(g, 2, 20, 30, k=1)
+        got = torch.cat([win.clone() for _, _, win in iter_windows(one, torch.zeros(2, dtype=torch.long),
+                                                                      c1, 97, chunk=1)])
+        assert torch.equal(got, sample_window(one, torch.zeros(2, dtype=torch.long), c1, 97).flatten(0, 1))
     bi = torch.tensor([0, 1, 1, 0])
     centers = _centers(g, 4, h, w)
     ref = sample_window(maps, bi, centers, 97).flatten(0, 1)

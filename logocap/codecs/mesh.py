@@ -236,11 +236,13 @@ def _crops(cp: dict, start: int = 0, end: int | None = None, out: torch.Tensor |
     end = len(cp["starts"]) if end is None else end
     crop = torch.index_select(cp["blocks"], 0, cp["starts"][start:end], out=out)
     for dim, rows, rel in cp["remap"]:
-        lo, hi = (int(v) for v in torch.searchsorted(rows, torch.tensor([start, end], device=rows.device)))
+        bounds = torch.tensor([start, end], device=rows.device)
+        lo, hi = (int(v) for v in torch.searchsorted(rows, bounds))
         if hi > lo:
             idx = rel[lo:hi][:, None, :] if dim == 2 else rel[lo:hi][:, :, None]
             sel = rows[lo:hi] - start
-            crop.index_copy_(0, sel, crop.index_select(0, sel).gather(dim, idx.expand(-1, a + 1, a + 1)))
+            moved = crop.index_select(0, sel).gather(dim, idx.expand(-1, a + 1, a + 1))
+            crop.index_copy_(0, sel, moved)
     return crop
 
 
@@ -271,12 +273,14 @@ def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.T
         return
     ok = plan["ok"]
     every = bool(ok.all())
-    cp = _crop_plan(maps, plan if every else _select(plan, ok))  # windows where ok, in order
+    # the crop path's windows (those where ok), in order; none where the maps are smaller
+    cp = _crop_plan(maps, plan if every else _select(plan, ok)) if every or bool(ok.any()) else None
     rank = None if every else (ok.cumsum(0) - 1).tolist()  # window -> its row in cp
     ok_list = None if every else ok.tolist()
     (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = plan["x"], plan["y"]
     n = min(chunk, M)
-    out, buf, crop = maps.new_empty(n, a, a), maps.new_empty(block, a, a), maps.new_empty(block, a + 1, a + 1)
+    out, buf = maps.new_empty(n, a, a), maps.new_empty(block, a, a)
+    crop = maps.new_empty(block, a + 1, a + 1)
     for s in range(0, M, chunk):
         e = min(M, s + chunk)
         if not every and not all(ok_list[s:e]):
@@ -290,7 +294,8 @@ def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.T
             cb = b if every else rank[b]
             cr = _crops(cp, cb, cb + f - b, crop[: f - b])
             res = _weighted_taps(cr[:, :a, :a], cr[:, :a, 1:], cr[:, 1:, :a], cr[:, 1:, 1:],
-                                 wy0[b:f], wy1[b:f], wx0[b:f], wx1[b:f], out[b - s: f - s], buf[: f - b])
+                                 wy0[b:f], wy1[b:f], wx0[b:f], wx1[b:f], out[b - s: f - s],
+                                 buf[: f - b])
             if scale is not None:
                 res.mul_(scale)
         yield s, e, out[: e - s]
