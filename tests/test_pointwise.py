@@ -16,7 +16,11 @@ pytestmark = pytest.mark.skipif(not pointwise_available(), reason="no oneDNN fus
 
 
 @pytest.mark.parametrize("name", ["logocap_hrnet_tiny", "dekr_hrnet_tiny"])
-def test_fused_network_gives_the_same_float32_bits(name):
+def test_fused_network_gives_the_float32_values(name):
+    """Same bits on the development machine (the same oneDNN kernels with the ReLU / add applied
+    to their float32 results); the check allows float rounding, since where PyTorch's plain path
+    takes another kernel for a conv (its own 1x1 GEMM on some shapes) the summation order may
+    differ on another CPU."""
     torch.manual_seed(0)
     model = create_model(name).eval()
     folded = fuse_conv_bn(model, channels_last=True)
@@ -28,10 +32,11 @@ def test_fused_network_gives_the_same_float32_bits(name):
     x = torch.randn(2, 3, 96, 128).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         a, b = folded(x), fused(x)
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        for k in a:
+            assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
         if hasattr(model, "kam"):
             local = torch.randn(4, model.num_keypoints * model.embed_dim, 11, 11)
-            assert torch.equal(folded.kam(local), fused.kam(local))
+            assert torch.allclose(folded.kam(local), fused.kam(local), rtol=1e-5, atol=1e-6)
 
 
 def test_bf16_predictor_stays_within_bf16_rounding():

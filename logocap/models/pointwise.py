@@ -21,7 +21,9 @@ weights are stored in it already under bf16 inference, ``precision.precast_convs
 
 Values: conv + ReLU is exact (a ReLU of the same numbers). With the add, float32 gives the same
 bits as the separate ops (the conv's float32 result plus the residual, rounded once either
-way); in bfloat16 the fused add rounds once instead of twice (the conv output and the sum), so
+way) where the plain conv runs the same oneDNN kernel, as on the development machine (where
+PyTorch's plain path picks its own GEMM for a conv, the summation order may differ by float
+rounding); in bfloat16 the fused add rounds once instead of twice (the conv output and the sum), so
 bf16 results move by up to one bfloat16 rounding. A call that cannot take the fused operator
 (no oneDNN, not a CPU tensor, autograd needs a gradient, bfloat16 on a CPU without oneDNN's
 bfloat16 kernels) runs the plain ops instead.
