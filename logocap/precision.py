@@ -187,7 +187,6 @@ def keep_fp32(model: torch.nn.Module, names) -> torch.nn.Module:
     return model
 
 
-
 def precast_convs(model: torch.nn.Module, dtype: torch.dtype, keep=()) -> torch.nn.Module:
     """Store the weights and biases of the plain ``nn.Conv2d`` layers in ``dtype``, in place,
     except the named ones (``keep``: those :func:`keep_fp32` runs in float32). Autocast casts a

@@ -107,12 +107,19 @@ def global_kems(heatmaps_up: torch.Tensor, batch_index: torch.Tensor, poses: tor
 def reweigh(global_kem: torch.Tensor, cfg: dict, inplace: bool = False) -> torch.Tensor:
     """Eqn. 8 Gaussian prior on [N, K, a, a] global KEMs (sigma x window_scale), if switched on;
     ``inplace`` multiplies the tensor itself (same values, one allocation less)."""
-    if not cfg["gaussian_reweigh"]:
+    g = _prior(global_kem.shape[-1], cfg, global_kem.device, global_kem.dtype)
+    if g is None:
         return global_kem
-    a = global_kem.shape[-1]
-    g = gaussian_window(a, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
-                        global_kem.device, global_kem.dtype)
     return global_kem.mul_(g) if inplace else global_kem * g
+
+
+def _prior(size: int, cfg: dict, device, dtype) -> torch.Tensor | None:
+    """The Eqn. 8 Gaussian of the configured sigma x window_scale on the size x size global grid,
+    or None where ``gaussian_reweigh`` is off."""
+    if not cfg["gaussian_reweigh"]:
+        return None
+    return gaussian_window(size, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
+                           device, dtype)
 
 
 def adapt(global_kem: torch.Tensor, kams: torch.Tensor, impl: str = "fast") -> torch.Tensor:
@@ -294,16 +301,11 @@ def _global_stage_fast(heatmaps_up, batch_index, poses, kams, cfg, mode, chunk: 
     lam = float(cfg["top2_lambda"])
     off = poses.new_empty(N * K, 2)
     values = poses.new_empty(N * K)
-    g = None
-    if cfg["gaussian_reweigh"]:
-        g = gaussian_window(a, float(cfg["gaussian_sigma"]) * float(cfg["window_scale"]),
-                            heatmaps_up.device, heatmaps_up.dtype)
-    if kams is not None:
-        m = kams.shape[-1]
-        kernel = (kams / (m * m)).flip(-1, -2).reshape(N * K, 1, m, m)
+    g = _prior(a, cfg, heatmaps_up.device, heatmaps_up.dtype)
+    kams = None if kams is None else kams.flatten(0, 1)  # [N*K, m, m], window order
     for s, e, gk in iter_windows(heatmaps_up, batch_index, poses, a, mode, chunk, scale=g):
         if kams is not None:
-            gk = F.conv2d(gk[None], kernel[s:e], padding=m // 2, groups=e - s)[0]
+            gk = adapt(gk[None], kams[None, s:e])[0]
         off[s:e], values[s:e] = top2(gk, lam, "fast")
     return off.view(N, K, 2), values.view(N, K)
 

@@ -246,15 +246,12 @@ def _crops(cp: dict, start: int = 0, end: int | None = None, out: torch.Tensor |
     return crop
 
 
-def _plan_rows(plan: dict, start: int, end: int) -> dict:
-    """Windows start:end of a plan (flattened n-major, N*K of them) as a plan of their own
-    (N = end - start, K = 1)."""
-    sub = dict(plan, N=end - start, K=1)
-    for key in ("img", "chan", "xc", "yc", "ok"):
-        sub[key] = plan[key][start:end]
-    for key in ("x", "y"):
-        sub[key] = [v[start:end] for v in plan[key]]
-    return sub
+def _windows(plan: dict, index) -> dict:
+    """The windows ``index`` (a slice or a boolean mask over the N*K windows, flattened n-major)
+    of a plan, as a plan of their own (N = their number, K = 1)."""
+    sub = {key: plan[key][index] for key in ("img", "chan", "xc", "yc", "ok")}
+    sub.update({key: [v[index] for v in plan[key]] for key in ("x", "y")})
+    return dict(plan, **sub, N=len(sub["img"]), K=1)
 
 
 def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.Tensor,
@@ -274,7 +271,7 @@ def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.T
     ok = plan["ok"]
     every = bool(ok.all())
     # the crop path's windows (those where ok), in order; none where the maps are smaller
-    cp = _crop_plan(maps, plan if every else _select(plan, ok)) if every or bool(ok.any()) else None
+    cp = _crop_plan(maps, plan if every else _windows(plan, ok)) if every or bool(ok.any()) else None
     rank = None if every else (ok.cumsum(0) - 1).tolist()  # window -> its row in cp
     ok_list = None if every else ok.tolist()
     (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = plan["x"], plan["y"]
@@ -284,7 +281,7 @@ def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.T
     for s in range(0, M, chunk):
         e = min(M, s + chunk)
         if not every and not all(ok_list[s:e]):
-            res = _window_forward(maps, _plan_rows(plan, s, e)).view(e - s, a, a)
+            res = _window_forward(maps, _windows(plan, slice(s, e))).view(e - s, a, a)
             yield s, e, res.mul_(scale) if scale is not None else res
             continue
         # buffers reused block after block and chunk after chunk: no page faults of fresh
@@ -302,7 +299,6 @@ def iter_windows(maps: torch.Tensor, batch_index: torch.Tensor, centers: torch.T
 
 
 def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
-    B, C, H, W = plan["shape"]
     N, K, a, img, chan, ok = plan["N"], plan["K"], plan["a"], plan["img"], plan["chan"], plan["ok"]
     (x0, x1, wx0, wx1), (y0, y1, wy0, wy1) = plan["x"], plan["y"]
     out = torch.empty(N, K, a, a, dtype=maps.dtype, device=maps.device)
@@ -312,7 +308,7 @@ def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
     every = bool(ok.all())
     if every or bool(ok.any()):
         sel = slice(None) if every else ok
-        crop = _crops(_crop_plan(maps, plan if every else _select(plan, ok)))
+        crop = _crops(_crop_plan(maps, plan if every else _windows(plan, ok)))
         res = _weighted_taps(crop[:, :a, :a], crop[:, :a, 1:], crop[:, 1:, :a], crop[:, 1:, 1:],
                              wy0[sel], wy1[sel], wx0[sel], wx1[sel])
         if every:
@@ -327,12 +323,6 @@ def _window_forward(maps: torch.Tensor, plan: dict) -> torch.Tensor:
     flat_out[rest] = _weighted_taps(tap(y0, x0), tap(y0, x1), tap(y1, x0), tap(y1, x1),
                                     wy0[rest], wy1[rest], wx0[rest], wx1[rest])
     return out
-
-
-def _select(plan: dict, mask: torch.Tensor) -> dict:
-    """The windows of a plan where ``mask`` (the per-window tensors only, for ``_crop_plan``)."""
-    return dict(plan, img=plan["img"][mask], chan=plan["chan"][mask], xc=plan["xc"][mask],
-                yc=plan["yc"][mask])
 
 
 def _window_backward(grad: torch.Tensor, plan: dict, strides) -> torch.Tensor:

@@ -30,6 +30,7 @@ bfloat16 kernels) runs the plain ops instead.
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -53,9 +54,11 @@ def _dtype(conv: nn.Conv2d) -> torch.dtype:
     return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else conv.weight.dtype
 
 
+@functools.lru_cache(maxsize=None)
 def _bf16_supported() -> bool:
     """oneDNN's bfloat16 kernels need AVX512-BW/VL/DQ (or AVX-NE-CONVERT); without them PyTorch's
-    own conv falls back to its slow path, and so do these calls."""
+    own conv falls back to its slow path, and so do these calls. A property of the CPU: asked
+    once, not at every conv call."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check is not None and check())
 
